@@ -1,0 +1,1 @@
+"""ACPI table builders shared by every machine profile."""

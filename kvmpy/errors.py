@@ -1,0 +1,89 @@
+"""The few exception types kvmpy raises, each with the process exit status it maps to.
+
+Why statuses live here: the CLI turns any ``KvmpyError`` into one sentence on stderr and its
+``exit_status``, so every class of bad input gets a distinct, documented status without the CLI
+knowing each case. Guest-requested stops use the even statuses below 64 (``StopReason``), and the
+debug-exit port gives odd ones, so the three families never collide.
+"""
+
+from __future__ import annotations
+
+
+class KvmpyError(Exception):
+    """Base of every error kvmpy reports to a user; ``str()`` is the one sentence shown."""
+
+    exit_status = 70  # EX_SOFTWARE: something inside the VMM went wrong
+
+
+class UsageError(KvmpyError):
+    """An option or value on the command line is invalid."""
+
+    exit_status = 64  # EX_USAGE
+
+
+class ImageError(KvmpyError):
+    """A kernel, initrd or disk image exists but is not usable (wrong format, truncated)."""
+
+    exit_status = 65  # EX_DATAERR
+
+
+class MissingFileError(KvmpyError):
+    """A file named on the command line does not exist or cannot be read."""
+
+    exit_status = 66  # EX_NOINPUT
+
+
+class ResourceError(KvmpyError):
+    """The guest asked for more than the host or KVM can give (memory, vCPUs, room for an initrd)."""
+
+    exit_status = 67
+
+
+class KvmUnavailableError(KvmpyError):
+    """``/dev/kvm`` is missing or not usable (no module, no permission)."""
+
+    exit_status = 69  # EX_UNAVAILABLE
+
+
+class KvmPermissionError(KvmUnavailableError):
+    """``/dev/kvm`` exists but this user may not open it."""
+
+    exit_status = 77  # EX_NOPERM
+
+
+class GuestError(KvmpyError):
+    """The guest hit something the VMM cannot continue from (failed entry, emulation failure)."""
+
+    exit_status = 71
+
+
+class KvmError(KvmpyError):
+    """A KVM ioctl failed; carries the ioctl's name and the errno so reports are actionable."""
+
+    exit_status = 70
+
+    def __init__(self, ioctl: str, errno: int, detail: str = "") -> None:
+        import os
+
+        self.ioctl = ioctl
+        self.errno = errno
+        msg = f"KVM ioctl {ioctl} failed: {os.strerror(errno)} (errno {errno})"
+        if detail:
+            msg += f": {detail}"
+        super().__init__(msg)
+
+
+class DmaFault(KvmpyError):
+    """A device's DMA touched memory it may not (outside RAM, or blocked by the IOMMU).
+
+    Devices catch it and end the transfer with an error status, as hardware does; it never
+    escapes to the vCPU loop.
+    """
+
+    def __init__(self, addr: int, length: int, write: bool, reason: str = "outside guest memory"):
+        self.addr = addr
+        self.length = length
+        self.write = write
+        self.reason = reason
+        kind = "write" if write else "read"
+        super().__init__(f"DMA {kind} of {length} bytes at {addr:#x} blocked: {reason}")

@@ -1,0 +1,120 @@
+"""Decoded exit events, and the guest's requests to stop.
+
+The vCPU loop decodes each KVM exit once into one of these small objects; the tracer sees the
+same object the bus dispatch uses, so tracing never re-reads ``kvm_run``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class StopReason(enum.Enum):
+    """Why a guest stopped. The value is the process exit status (the debug-exit reason carries
+    its own status, computed from the guest's value)."""
+
+    POWEROFF = 0  # ACPI S5 or an equivalent "power off" request
+    RESET = 2  # guest asked for a reboot (i8042 pulse, port 0xcf9, ACPI reset register)
+    TRIPLE_FAULT = 4  # KVM_EXIT_SHUTDOWN: the CPU gave up
+    HALTED = 6  # every vCPU halted with interrupts disabled: nothing can ever wake it
+    DEBUG_EXIT = 1  # isa-debug-exit: status is (value << 1) | 1
+    USER = 8  # stopped from outside (Ctrl-A x, a signal, a tracer hook)
+    GUEST_ERROR = 71  # KVM could not go on (failed entry, emulation failure, internal error)
+    VMM_ERROR = 70  # a bug in kvmpy itself
+
+
+@dataclass(frozen=True)
+class GuestStop:
+    """A request to end the run: what happened, with what exit status, and a sentence for users."""
+
+    reason: StopReason
+    status: int
+    message: str = ""
+
+    @classmethod
+    def of(cls, reason: StopReason, message: str = "") -> GuestStop:
+        return cls(reason, reason.value, message)
+
+    @classmethod
+    def debug_exit(cls, value: int) -> GuestStop:
+        return cls(StopReason.DEBUG_EXIT, ((value << 1) | 1) & 0xFF, f"debug-exit value {value:#x}")
+
+
+class StopRequester:
+    """What devices call to end the run; the machine supplies one. Tests use ``RecordingStop``."""
+
+    def request_stop(self, stop: GuestStop) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class RecordingStop(StopRequester):
+    def __init__(self) -> None:
+        self.stops: list[GuestStop] = []
+
+    def request_stop(self, stop: GuestStop) -> None:
+        self.stops.append(stop)
+
+
+# --- exit events ---------------------------------------------------------------------------
+@dataclass(slots=True)
+class ExitEvent:
+    vcpu: int
+    time: float  # time.perf_counter() at the exit
+
+
+@dataclass(slots=True)
+class IoExit(ExitEvent):
+    port: int
+    size: int
+    is_write: bool
+    count: int
+    data: bytes | None = None  # what was written (out), or what the device answered (in)
+    device: str = ""
+    reason: str = "io"
+
+
+@dataclass(slots=True)
+class MmioExit(ExitEvent):
+    addr: int
+    size: int
+    is_write: bool
+    value: int = 0
+    device: str = ""
+    reason: str = "mmio"
+
+
+@dataclass(slots=True)
+class HltExit(ExitEvent):
+    reason: str = "hlt"
+
+
+@dataclass(slots=True)
+class ShutdownExit(ExitEvent):
+    reason: str = "shutdown"
+
+
+@dataclass(slots=True)
+class SystemEventExit(ExitEvent):
+    kind: int = 0
+    reason: str = "system_event"
+
+
+@dataclass(slots=True)
+class InternalErrorExit(ExitEvent):
+    suberror: int = 0
+    data: list[int] = field(default_factory=list)
+    insn: bytes = b""
+    reason: str = "internal_error"
+
+
+@dataclass(slots=True)
+class FailEntryExit(ExitEvent):
+    hardware_reason: int = 0
+    reason: str = "fail_entry"
+
+
+@dataclass(slots=True)
+class OtherExit(ExitEvent):
+    exit_reason: int = 0
+    reason: str = "other"

@@ -1,0 +1,1 @@
+"""Primitives every device model stands on: buses, interrupt lines, DMA spaces, registers."""

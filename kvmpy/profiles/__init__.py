@@ -1,0 +1,1 @@
+"""Machine recipes: which devices go where, wired to which interrupts."""

@@ -1,0 +1,1 @@
+"""vCPU state, the dispatch loop and the PVM completions."""
