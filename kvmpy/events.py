@@ -20,6 +20,7 @@ class StopReason(enum.Enum):
     HALTED = 6  # every vCPU halted with interrupts disabled: nothing can ever wake it
     DEBUG_EXIT = 1  # isa-debug-exit: status is (value << 1) | 1
     USER = 8  # stopped from outside (Ctrl-A x, a signal, a tracer hook)
+    TIMEOUT = 124  # the run's time limit passed (the status timeout(1) uses)
     GUEST_ERROR = 71  # KVM could not go on (failed entry, emulation failure, internal error)
     VMM_ERROR = 70  # a bug in kvmpy itself
 

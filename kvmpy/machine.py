@@ -1,0 +1,238 @@
+"""Machine: assembles memory, vCPUs, buses and devices from a profile, runs them, stops them.
+
+A Machine is built completely in its constructor (VM, RAM, irqchip, devices, kernel loaded,
+vCPU state set), so every configuration error surfaces before the guest runs a single
+instruction. ``run()`` starts one thread per vCPU and the I/O thread, waits for the guest's wish
+to stop (or a timeout, or the user), and returns a ``GuestStop`` that says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Callable
+
+from . import layout
+from .console import ConsoleInput, ConsoleOutput, IoThread, RawTerminal, stdin_is_terminal
+from .errors import KvmpyError, ResourceError
+from .events import GuestStop, StopReason
+from .hw.bus import MmioBus, PioBus
+from .hw.irq import CallbackIrqLine, IrqLine
+from .kvm import Kvm, VcpuFd, is_pvm_host
+from .memory import GuestMemory
+from .options import MachineConfig, parse_boot_args
+from .trace import Tracer
+from .vcpu import cpu_state
+from .vcpu.loop import VcpuLoop
+from .vcpu.pvm import PvmCompleter
+
+log = logging.getLogger("kvmpy.machine")
+
+KICK_SIGNAL = signal.SIGUSR1
+_kick_installed = False
+
+
+def _install_kick_handler() -> None:
+    """A no-op handler for the kick signal: its only job is to make KVM_RUN return EINTR.
+    Without a handler the signal's default action would kill the process."""
+    global _kick_installed
+    if _kick_installed:
+        return
+    if signal.getsignal(KICK_SIGNAL) in (signal.SIG_DFL, None):
+        if threading.current_thread() is not threading.main_thread():
+            raise KvmpyError("the first Machine must be created on the main thread "
+                             "(it installs the vCPU kick signal handler)")
+        signal.signal(KICK_SIGNAL, lambda *_: None)
+    _kick_installed = True
+
+
+class Machine:
+    """One virtual machine."""
+
+    def __init__(self, config: MachineConfig, *, output: Callable[[bytes], None] | None = None,
+                 input_fd: int | None = None) -> None:
+        _install_kick_handler()
+        self.config = config
+        self.lock = threading.RLock()
+        self.tracer = Tracer()
+        self.pio = PioBus()
+        self.mmio = MmioBus()
+        self.stopping = False
+        self._stop: GuestStop | None = None
+        self._stop_event = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+        self.kvm = Kvm()
+        max_cpus = min(self.kvm.max_vcpus(), layout.MAX_VCPUS_DEFAULT)
+        if config.cpus > max_cpus:
+            raise ResourceError(f"{config.cpus} vCPUs asked for, but KVM on this host allows at most "
+                                f"{max_cpus}")
+        self.vm = self.kvm.create_vm()
+        self.vm.set_tss_addr(layout.KVM_TSS_ADDR)
+        self.vm.set_identity_map_addr(layout.KVM_IDENTITY_MAP_ADDR)
+        self.memory = GuestMemory(config.memory)
+        self.memory.register(self.vm)
+        self.vm.create_irqchip()
+        self.vm.create_pit2()
+        self.pvm = PvmCompleter(self.memory.read, self.memory.write) if is_pvm_host() else None
+
+        # console: where UART output goes, where input comes from
+        if config.console == "stdio" and output is None:
+            self.console_out = ConsoleOutput(fd=sys.stdout.fileno())
+        else:
+            self.console_out = ConsoleOutput(sink=output)
+        if input_fd is None and config.console == "stdio":
+            try:
+                input_fd = sys.stdin.fileno()
+            except (ValueError, OSError):
+                input_fd = None
+        self.input_fd = input_fd
+        self.io = IoThread()
+
+        from .profiles import microvm
+
+        self.devices = microvm.build(self)
+        self.vcpus: list[VcpuFd] = []
+        supported = self.kvm.supported_cpuid()
+        for i in range(config.cpus):
+            v = self.vm.create_vcpu(i)
+            v.set_cpuid(cpu_state.shape_cpuid(supported, i, config.cpus))
+            cpu_state.setup_msrs(v)
+            cpu_state.setup_lapic(v)
+            self.vcpus.append(v)
+        self.boot = microvm.load(self)
+        for gpa, data in cpu_state.entry_memory(self.boot.entry.mode):
+            self.memory.write(gpa, data)
+        cpu_state.set_entry_state(self.vcpus[0], self.boot.entry.mode, self.boot.entry.rip,
+                                  dict(self.boot.entry.regs))
+        self.loops = [VcpuLoop(self, v) for v in self.vcpus]
+
+    @classmethod
+    def from_args(cls, argv: list[str], **kwargs) -> Machine:
+        """Build a machine from ``kvmpy boot`` options, e.g. ``["--kernel", "bzImage"]``."""
+        return cls(parse_boot_args(argv), **kwargs)
+
+    # -- interrupts ------------------------------------------------------------------------
+    def irq_line(self, gsi: int) -> IrqLine:
+        """An IrqLine wired to a GSI of the in-kernel IOAPIC (and PIC, for ISA IRQs < 16)."""
+        vm = self.vm
+        return CallbackIrqLine(lambda level: vm.irq_line(gsi, level))
+
+    # -- running ---------------------------------------------------------------------------
+    def run(self, timeout: float | None = None) -> GuestStop:
+        """Run until the guest asks to stop, ``timeout`` seconds pass, or ``stop()`` is called."""
+        if timeout is None:
+            timeout = self.config.timeout
+        interactive = self.input_fd is not None and os.isatty(self.input_fd)
+        console_in = None
+        if self.input_fd is not None:
+            serial = self.devices["serial"]
+
+            def deliver(data: bytes) -> int:
+                with self.lock:
+                    n = min(len(data), serial.rx_space())
+                    if n:
+                        serial.receive(data[:n])
+                    return n
+
+            console_in = ConsoleInput(self.input_fd, deliver, self._user_quit, escape=interactive)
+            try:
+                self.io.add_reader(self.input_fd, console_in.on_readable)
+            except (ValueError, OSError, PermissionError):
+                console_in = None  # e.g. stdin is a regular file: epoll refuses it
+        if console_in is not None:
+            ci = console_in
+            self.io.add_periodic(lambda: ci.push() if ci.pending else None)
+        self.io.add_periodic(self.console_out.flush)
+        raw = RawTerminal(self.input_fd) if interactive else None
+        if raw:
+            raw.__enter__()
+        try:
+            self.io.start()
+            for lp in self.loops:
+                t = threading.Thread(target=lp.run, name=f"kvmpy-vcpu{lp.index}", daemon=True)
+                self._threads.append(t)
+                t.start()
+            if not self._stop_event.wait(timeout):
+                self.request_stop(GuestStop.of(StopReason.TIMEOUT, f"stopped after {timeout:g} s"))
+        except KeyboardInterrupt:
+            self.request_stop(GuestStop.of(StopReason.USER, "interrupted"))
+        finally:
+            self._halt_threads()
+            if raw:
+                raw.__exit__(None, None, None)
+        assert self._stop is not None
+        return self._stop
+
+    def request_stop(self, stop: GuestStop) -> None:
+        """Called by devices and the loop: the first request wins, the rest are ignored."""
+        if self._stop is None:
+            self._stop = stop
+        self.stopping = True
+        self._stop_event.set()
+        self.kick()
+
+    def fail(self, exc: BaseException) -> None:
+        """A vCPU thread failed: end the run, reporting the failure as the reason."""
+        if isinstance(exc, KvmpyError):
+            self.request_stop(GuestStop(StopReason.VMM_ERROR, exc.exit_status, str(exc)))
+        else:
+            import traceback
+
+            tb = "".join(traceback.format_exception(exc))
+            self.request_stop(GuestStop(StopReason.VMM_ERROR, StopReason.VMM_ERROR.value,
+                                        f"internal error in kvmpy: {exc!r}\n{tb}"))
+
+    def _user_quit(self) -> None:
+        self.request_stop(GuestStop.of(StopReason.USER, "quit from the console (Ctrl-A x)"))
+
+    def kick(self) -> None:
+        """Make every vCPU leave KVM_RUN now: immediate_exit covers a vCPU about to enter, the
+        signal one already inside."""
+        for v in self.vcpus:
+            if v.run_struct is not None:
+                v.set_immediate_exit(True)
+        for t in self._threads:
+            if t.is_alive() and t is not threading.current_thread() and t.ident is not None:
+                try:
+                    signal.pthread_kill(t.ident, KICK_SIGNAL)
+                except ProcessLookupError:
+                    pass
+
+    def _halt_threads(self) -> None:
+        self.stopping = True
+        for _ in range(50):
+            alive = [t for t in self._threads if t.is_alive()]
+            if not alive:
+                break
+            self.kick()
+            for t in alive:
+                t.join(timeout=0.1)
+        self.io.stop()
+        self.console_out.flush()
+
+    @property
+    def output(self) -> bytes:
+        """Console output captured in memory (when no file descriptor or sink was given)."""
+        self.console_out.flush()
+        return bytes(self.console_out.captured or b"")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for v in self.vcpus:
+            v.close()
+        self.vm.close()
+        self.memory.close()
+        self.kvm.close()
+
+    def __enter__(self) -> Machine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,90 @@
+"""The direct-boot machine: no firmware, the kernel is loaded straight into RAM.
+
+Devices: COM1 (16550A), i8042 (keyboard port and the reset line), CMOS RTC, the ACPI PM block
+with its PM timer, GPE0 and the 0xCF9 reset register, fw_cfg with DMA, QEMU's debug-exit port;
+the PIC, IOAPIC, LAPICs and PIT are KVM's in-kernel ones. ACPI tables (RSDP, XSDT, FADT, MADT,
+DSDT) are placed in the BIOS area where the standard scan finds them and handed to Linux
+through boot_params too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import layout
+from ..acpi import build_tables, layout_tables
+from ..boot import load_kernel
+from ..boot.e820 import MemoryMap
+from ..boot.plan import BootPlan
+from ..devices.acpi_pm import AcpiPm, Gpe0, ResetControl
+from ..devices.debug_exit import DebugExit
+from ..devices.fw_cfg import FwCfg, FwCfgDma, e820_table
+from ..devices.i8042 import I8042
+from ..devices.rtc import CmosRtc
+from ..devices.serial import Serial16550
+from ..errors import ResourceError
+
+if TYPE_CHECKING:
+    from ..machine import Machine
+
+
+class _MachineStop:
+    """Adapts the machine to the StopRequester interface devices use."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+
+    def request_stop(self, stop) -> None:
+        self.machine.request_stop(stop)
+
+
+def build(m: Machine) -> dict[str, Any]:
+    """Create the devices and place them on the buses; return them by name."""
+    stop = _MachineStop(m)
+    serial = Serial16550(m.irq_line(layout.IRQ_COM1), m.console_out.write)
+    m.pio.register(layout.COM1_PORT, 8, serial, "serial", sizes=(1,))
+
+    i8042 = I8042(m.irq_line(layout.IRQ_KEYBOARD), m.irq_line(layout.IRQ_MOUSE), stop)
+    m.pio.register(layout.I8042_DATA_PORT, 1, i8042.data_port, "i8042", sizes=(1,))
+    m.pio.register(layout.I8042_CMD_PORT, 1, i8042.command_port, "i8042", sizes=(1,))
+
+    rtc = CmosRtc(m.irq_line(layout.IRQ_RTC))
+    rtc.set_memory_info(m.memory.lowmem_size, m.memory.highmem_size, m.config.cpus)
+    m.pio.register(layout.RTC_PORT, 2, rtc, "rtc", sizes=(1,))
+
+    pm = AcpiPm(m.irq_line(layout.IRQ_ACPI_SCI), stop)
+    m.pio.register(layout.ACPI_PM_BASE, AcpiPm.LENGTH, pm, "acpi-pm", sizes=(1, 2, 4))
+    gpe = Gpe0()
+    m.pio.register(layout.ACPI_GPE0_BASE, layout.ACPI_GPE0_LEN, gpe, "acpi-gpe0", sizes=(1, 2, 4))
+    reset = ResetControl(stop)
+    m.pio.register(layout.RESET_CONTROL_PORT, 1, reset, "reset-control", sizes=(1,))
+
+    fw_cfg = FwCfg(m.memory)
+    fw_cfg.set_cpus(m.config.cpus)
+    fw_cfg.set_ram_size(m.config.memory)
+    m.pio.register(layout.FW_CFG_PORT, 2, fw_cfg, "fw_cfg", sizes=(1, 2))
+    m.pio.register(layout.FW_CFG_DMA_PORT, 8, FwCfgDma(fw_cfg), "fw_cfg-dma", sizes=(1, 2, 4))
+
+    debug_exit = DebugExit(stop)
+    m.pio.register(layout.DEBUG_EXIT_PORT, 4, debug_exit, "debug-exit", sizes=(1, 2, 4))
+    return {"serial": serial, "i8042": i8042, "rtc": rtc, "acpi_pm": pm, "gpe0": gpe,
+            "reset": reset, "fw_cfg": fw_cfg, "debug_exit": debug_exit}
+
+
+def load(m: Machine) -> BootPlan:
+    """ACPI tables into the BIOS area, then the kernel (which learns where the RSDP is)."""
+    tables = build_tables(cpus=m.config.cpus)
+    blob, rsdp = layout_tables(tables, layout.ACPI_TABLES_ADDR)
+    if layout.ACPI_TABLES_ADDR + len(blob) > layout.ACPI_TABLES_END:
+        raise ResourceError("the ACPI tables do not fit below 1 MiB")
+    m.memory.write(layout.ACPI_TABLES_ADDR, blob)
+    memmap = MemoryMap(m.config.memory)
+    kernel = m.config.kernel
+    assert kernel is not None
+    plan = load_kernel(Path(kernel), [Path(p) for p in m.config.initrds], m.config.append, memmap,
+                       rsdp_addr=rsdp)
+    plan.apply(m.memory.write)
+    fw_cfg = m.devices["fw_cfg"]
+    fw_cfg.add_file("etc/e820", e820_table((e.addr, e.size, e.type) for e in memmap.e820()))
+    return plan

@@ -1,0 +1,204 @@
+"""The dispatch loop: one thread per vCPU, KVM_RUN, decode the exit once, dispatch, re-enter.
+
+The loop holds no device logic. It decodes an exit into the fields the buses need, passes PIO and
+MMIO to the buses under the machine's device lock, and turns the exits that end a run (shutdown,
+failed entry, internal error) into a ``GuestStop`` with a register dump. When a tracer listens
+it also builds an event object per exit; when nobody listens that costs one attribute test.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from typing import TYPE_CHECKING
+
+from ..events import (
+    FailEntryExit,
+    GuestStop,
+    InternalErrorExit,
+    IoExit,
+    MmioExit,
+    OtherExit,
+    ShutdownExit,
+    StopReason,
+    SystemEventExit,
+)
+from ..kvm import VcpuFd, ffi, lib
+
+if TYPE_CHECKING:
+    from ..machine import Machine
+
+log = logging.getLogger("kvmpy.loop")
+
+_IO_OFF = ffi.offsetof("struct kvm_run", "io")
+_MMIO_OFF = ffi.offsetof("struct kvm_run", "mmio")
+_REASON_OFF = ffi.offsetof("struct kvm_run", "exit_reason")
+_IO = struct.Struct("<BBHIQ")  # direction, size, port, count, data_offset
+_MMIO = struct.Struct("<Q8sIB")  # phys_addr, data, len, is_write
+_REASON = struct.Struct("<I")
+
+EXIT_NAMES = {
+    getattr(lib, n): n[len("KVM_EXIT_"):].lower()
+    for n in dir(lib)
+    if n.startswith("KVM_EXIT_") and n not in ("KVM_EXIT_IO_IN", "KVM_EXIT_IO_OUT")
+}
+
+
+def register_dump(vcpu: VcpuFd) -> str:
+    """The vCPU's registers as a few readable lines, for failure reports."""
+    try:
+        r = vcpu.get_regs()
+        s = vcpu.get_sregs()
+    except Exception as e:  # the vCPU may be unusable; the report must still be made
+        return f"(registers unavailable: {e})"
+    gp = " ".join(f"{n}={getattr(r, n):016x}" for n in ("rax", "rbx", "rcx", "rdx"))
+    gp2 = " ".join(f"{n}={getattr(r, n):016x}" for n in ("rsi", "rdi", "rsp", "rbp"))
+    mode = "long64" if s.cs.l else ("prot32" if s.cr0 & 1 and s.cs.db else ("prot16" if s.cr0 & 1 else "real"))
+    return (
+        f"vcpu{vcpu.index}: rip={r.rip:016x} rflags={r.rflags:08x} mode={mode}\n"
+        f"  {gp}\n  {gp2}\n"
+        f"  cs={s.cs.selector:04x} base={s.cs.base:x} ds={s.ds.selector:04x} ss={s.ss.selector:04x}\n"
+        f"  cr0={s.cr0:08x} cr2={s.cr2:x} cr3={s.cr3:x} cr4={s.cr4:x} efer={s.efer:x}"
+    )
+
+
+class VcpuLoop:
+    """Runs one vCPU until the machine stops."""
+
+    def __init__(self, machine: Machine, vcpu: VcpuFd) -> None:
+        self.machine = machine
+        self.vcpu = vcpu
+        self.index = vcpu.index
+        self.exits = 0
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as e:  # any failure in a vCPU thread must end the run, with a report
+            log.debug("vcpu%d loop failed", self.index, exc_info=True)
+            self.machine.fail(e)
+
+    def _run(self) -> None:
+        m = self.machine
+        vcpu = self.vcpu
+        runmm = vcpu.run_mmap
+        pio = m.pio
+        mmio = m.mmio
+        lock = m.lock
+        tracer = m.tracer
+        exit_io = lib.KVM_EXIT_IO
+        exit_mmio = lib.KVM_EXIT_MMIO
+        io_unpack = _IO.unpack_from
+        mmio_unpack = _MMIO.unpack_from
+        reason_unpack = _REASON.unpack_from
+        out_dir = lib.KVM_EXIT_IO_OUT
+        kvm_run = vcpu.run
+        while not m.stopping:
+            if kvm_run():
+                continue  # EINTR (a kick) or EAGAIN (INIT/SIPI in progress): re-check, re-enter
+            self.exits += 1
+            (reason,) = reason_unpack(runmm, _REASON_OFF)
+            if reason == exit_io:
+                direction, size, port, count, data_off = io_unpack(runmm, _IO_OFF)
+                t0 = time.perf_counter() if tracer.active else 0.0
+                with lock:
+                    if direction == out_dir:
+                        for i in range(count):
+                            o = data_off + i * size
+                            pio.write(port, size, int.from_bytes(runmm[o : o + size], "little"))
+                    else:
+                        for i in range(count):
+                            o = data_off + i * size
+                            runmm[o : o + size] = pio.read(port, size).to_bytes(size, "little")
+                if tracer.active:
+                    data = runmm[data_off : data_off + size * count]
+                    m_ = pio.find(port)
+                    tracer.emit(IoExit(self.index, t0, port, size, direction == out_dir, count, data,
+                                       m_.name if m_ else ""), time.perf_counter() - t0)
+            elif reason == exit_mmio:
+                addr, data, length, is_write = mmio_unpack(runmm, _MMIO_OFF)
+                t0 = time.perf_counter() if tracer.active else 0.0
+                with lock:
+                    if is_write:
+                        value = int.from_bytes(data[:length], "little")
+                        mmio.write(addr, length, value)
+                    else:
+                        value = mmio.read(addr, length)
+                        runmm[_MMIO_OFF + 8 : _MMIO_OFF + 8 + length] = value.to_bytes(length, "little")
+                if tracer.active:
+                    m_ = mmio.find(addr)
+                    tracer.emit(MmioExit(self.index, t0, addr, length, bool(is_write), value,
+                                         m_.name if m_ else ""), time.perf_counter() - t0)
+            else:
+                self._other(reason)
+
+    def _other(self, reason: int) -> None:
+        """The rare exits: everything here may be slow."""
+        m = self.machine
+        run = self.vcpu.run_struct
+        now = time.perf_counter()
+        if reason == lib.KVM_EXIT_SHUTDOWN:
+            self._trace(ShutdownExit(self.index, now))
+            m.request_stop(GuestStop.of(StopReason.TRIPLE_FAULT,
+                                        f"the guest triple-faulted\n{register_dump(self.vcpu)}"))
+        elif reason == lib.KVM_EXIT_SYSTEM_EVENT:
+            kind = run.system_event.type
+            self._trace(SystemEventExit(self.index, now, kind))
+            if kind == lib.KVM_SYSTEM_EVENT_RESET:
+                m.request_stop(GuestStop.of(StopReason.RESET, "the guest asked for a reset"))
+            elif kind == lib.KVM_SYSTEM_EVENT_CRASH:
+                m.request_stop(GuestStop.of(StopReason.GUEST_ERROR, "the guest reported a crash"))
+            else:
+                m.request_stop(GuestStop.of(StopReason.POWEROFF, "the guest powered off"))
+        elif reason == lib.KVM_EXIT_INTERNAL_ERROR:
+            self._internal_error(run)
+        elif reason == lib.KVM_EXIT_FAIL_ENTRY:
+            hw = run.fail_entry.hardware_entry_failure_reason
+            self._trace(FailEntryExit(self.index, now, hw))
+            m.request_stop(GuestStop.of(
+                StopReason.GUEST_ERROR,
+                f"KVM could not enter the guest (hardware reason {hw:#x})\n{register_dump(self.vcpu)}"))
+        elif reason == lib.KVM_EXIT_HLT:
+            # only without an in-kernel LAPIC; a halted CPU with nothing to wake it is the end
+            self._trace(OtherExit(self.index, now, reason, "hlt"))
+            regs = self.vcpu.get_regs()
+            if not regs.rflags & (1 << 9):
+                m.request_stop(GuestStop.of(StopReason.HALTED, "the guest halted with interrupts off"))
+        elif reason in (lib.KVM_EXIT_INTR, lib.KVM_EXIT_IRQ_WINDOW_OPEN):
+            pass
+        else:
+            name = EXIT_NAMES.get(reason, str(reason))
+            self._trace(OtherExit(self.index, now, reason, name))
+            m.request_stop(GuestStop.of(
+                StopReason.GUEST_ERROR,
+                f"unexpected KVM exit '{name}'\n{register_dump(self.vcpu)}"))
+
+    def _trace(self, event) -> None:
+        if self.machine.tracer.active:
+            self.machine.tracer.emit(event, 0.0)
+
+    def _internal_error(self, run) -> None:
+        m = self.machine
+        sub = run.internal.suberror
+        ndata = min(run.internal.ndata, 16)
+        data = [run.internal.data[i] for i in range(ndata)]
+        insn = b""
+        if sub == lib.KVM_INTERNAL_ERROR_EMULATION and ndata >= 2 and (
+            run.emulation_failure.flags & lib.KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES
+        ):
+            n = min(run.emulation_failure.insn_size, 15)
+            insn = bytes(run.emulation_failure.insn_bytes[0:n])
+        self._trace(InternalErrorExit(self.index, time.perf_counter(), sub, data, insn))
+        if insn and m.pvm is not None:
+            with m.lock:
+                done = m.pvm.complete(self.vcpu, insn)
+            if done:
+                return
+        what = {
+            lib.KVM_INTERNAL_ERROR_EMULATION: "KVM could not emulate an instruction",
+            lib.KVM_INTERNAL_ERROR_SIMUL_EX: "the guest raised an exception while delivering one",
+            lib.KVM_INTERNAL_ERROR_DELIVERY_EV: "KVM failed to deliver an event to the guest",
+        }.get(sub, f"KVM internal error {sub}")
+        detail = f" (instruction bytes {insn.hex(' ')})" if insn else ""
+        m.request_stop(GuestStop.of(StopReason.GUEST_ERROR, f"{what}{detail}\n{register_dump(self.vcpu)}"))

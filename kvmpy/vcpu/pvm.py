@@ -1,0 +1,252 @@
+"""Completions for the few instructions a PVM-backed KVM's emulator gives up on.
+
+On hosts where KVM is the PVM backend (no VT-x/AMD-V; ``/sys/module/kvm_pvm``), guest ring-0
+code runs through KVM's instruction emulator, which returns ``KVM_EXIT_INTERNAL_ERROR`` /
+``KVM_INTERNAL_ERROR_EMULATION`` with the instruction bytes for a handful of instructions Linux
+executes (measured in ``shared/reference/pvm-host.md``). Where completing them in userspace is
+sound, this module does it: ``int3`` (RIP past it, #BP injected), ``popcnt``, ``clac``/``stac``,
+``fwait``, ``ldmxcsr``/``stmxcsr``. Nothing else: this is not an x86 interpreter. On VT-x/AMD-V
+hosts these exits never happen and the module is never consulted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
+
+log = logging.getLogger("kvmpy.pvm")
+
+REG_NAMES = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+             "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
+_SEG_PREFIX = {0x26: "es", 0x2E: "cs", 0x36: "ss", 0x3E: "ds", 0x64: "fs", 0x65: "gs"}
+RFLAGS_CF, RFLAGS_PF, RFLAGS_AF, RFLAGS_ZF, RFLAGS_SF, RFLAGS_OF = 1, 4, 16, 64, 128, 2048
+RFLAGS_AC = 1 << 18
+BP_VECTOR = 3
+
+
+@dataclass
+class MemOperand:
+    """An effective address still to be resolved against registers: base + index*scale + disp
+    (+ RIP of the next instruction when ``rip_relative``), in segment ``seg``."""
+
+    base: str | None
+    index: str | None
+    scale: int
+    disp: int
+    rip_relative: bool
+    seg: str | None
+    addr_bits: int
+
+    def resolve(self, regs: dict[str, int], next_rip: int, seg_bases: dict[str, int]) -> int:
+        ea = self.disp
+        if self.rip_relative:
+            ea += next_rip
+        if self.base:
+            ea += regs[self.base]
+        if self.index:
+            ea += regs[self.index] * self.scale
+        ea &= (1 << self.addr_bits) - 1
+        if self.seg in ("fs", "gs"):
+            ea += seg_bases[self.seg]
+        return ea & 0xFFFF_FFFF_FFFF_FFFF
+
+
+@dataclass
+class Decoded:
+    """One decoded instruction of the supported set."""
+
+    op: str  # "int3" | "popcnt" | "clac" | "stac" | "fwait" | "ldmxcsr" | "stmxcsr"
+    length: int
+    opsize: int = 0  # operand size in bytes (popcnt)
+    reg: str | None = None  # destination register (popcnt)
+    rm_reg: str | None = None  # register source
+    mem: MemOperand | None = None  # memory operand
+
+
+def _modrm(insn: bytes, pos: int, rex: int, addr_bits: int, seg: str | None):
+    """Decode ModRM (+SIB, +displacement) at ``pos``. Returns (reg index, rm register name or
+    None, MemOperand or None, new position)."""
+    modrm = insn[pos]
+    pos += 1
+    mod, reg, rm = modrm >> 6, (modrm >> 3) & 7, modrm & 7
+    reg |= (rex & 4) << 1
+    if mod == 3:
+        return reg, REG_NAMES[rm | ((rex & 1) << 3)], None, pos
+    if addr_bits == 16:
+        raise ValueError("16-bit addressing is not supported")
+    base: str | None = None
+    index: str | None = None
+    scale = 1
+    rip_rel = False
+    if rm == 4:
+        sib = insn[pos]
+        pos += 1
+        ss, idx, b = sib >> 6, (sib >> 3) & 7, sib & 7
+        idx |= (rex & 2) << 2
+        if idx != 4:
+            index = REG_NAMES[idx]
+            scale = 1 << ss
+        if b == 5 and mod == 0:
+            disp = int.from_bytes(insn[pos : pos + 4], "little", signed=True)
+            pos += 4
+        else:
+            base = REG_NAMES[b | ((rex & 1) << 3)]
+            disp = 0
+    elif rm == 5 and mod == 0:
+        disp = int.from_bytes(insn[pos : pos + 4], "little", signed=True)
+        pos += 4
+        rip_rel = addr_bits == 64
+    else:
+        base = REG_NAMES[rm | ((rex & 1) << 3)]
+        disp = 0
+    if mod == 1:
+        disp = int.from_bytes(insn[pos : pos + 1], "little", signed=True)
+        pos += 1
+    elif mod == 2:
+        disp = int.from_bytes(insn[pos : pos + 4], "little", signed=True)
+        pos += 4
+    if pos > len(insn):
+        raise ValueError("instruction bytes end inside the operand")
+    return reg, None, MemOperand(base, index, scale, disp, rip_rel, seg, addr_bits), pos
+
+
+def decode(insn: bytes, mode_bits: int) -> Decoded | None:
+    """Decode ``insn`` if it is one of the completed instructions, else None. ``mode_bits`` is
+    the code segment's default size (16, 32 or 64)."""
+    pos = 0
+    opsize_prefix = addr_prefix = rep = False
+    seg = None
+    try:
+        while insn[pos] in (0x66, 0x67, 0xF2, 0xF3, 0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65):
+            b = insn[pos]
+            opsize_prefix |= b == 0x66
+            addr_prefix |= b == 0x67
+            rep |= b == 0xF3
+            seg = _SEG_PREFIX.get(b, seg)
+            pos += 1
+        rex = 0
+        if mode_bits == 64 and 0x40 <= insn[pos] <= 0x4F:
+            rex = insn[pos]
+            pos += 1
+        if mode_bits == 64:
+            addr_bits = 32 if addr_prefix else 64
+        else:
+            addr_bits = (16 if mode_bits == 32 else 32) if addr_prefix else mode_bits
+        op = insn[pos]
+        if op == 0xCC and pos == 0:
+            return Decoded("int3", 1)
+        if op == 0x9B and pos == 0:
+            return Decoded("fwait", 1)
+        if op != 0x0F:
+            return None
+        op2 = insn[pos + 1]
+        if op2 == 0x01 and insn[pos + 2] in (0xCA, 0xCB):
+            return Decoded("clac" if insn[pos + 2] == 0xCA else "stac", pos + 3)
+        if op2 == 0xB8 and rep:
+            reg, rm_reg, mem, end = _modrm(insn, pos + 2, rex, addr_bits, seg)
+            size = 8 if rex & 8 else (2 if opsize_prefix else 4)
+            return Decoded("popcnt", end, size, REG_NAMES[reg], rm_reg, mem)
+        if op2 == 0xAE and not rep:
+            reg, rm_reg, mem, end = _modrm(insn, pos + 2, rex, addr_bits, seg)
+            if mem is not None and reg & 7 in (2, 3):
+                return Decoded("ldmxcsr" if reg & 7 == 2 else "stmxcsr", end, 4, mem=mem)
+        return None
+    except (IndexError, ValueError):
+        return None
+
+
+def popcnt_result(src: int, size: int, old_dst: int, old_flags: int) -> tuple[int, int]:
+    """(new destination register value, new RFLAGS) for ``popcnt`` of ``size`` bytes."""
+    src &= (1 << (size * 8)) - 1
+    count = bin(src).count("1")
+    if size == 8:
+        dst = count
+    elif size == 4:
+        dst = count  # 32-bit writes zero-extend
+    else:
+        dst = (old_dst & ~0xFFFF) | count
+    flags = old_flags & ~(RFLAGS_CF | RFLAGS_PF | RFLAGS_AF | RFLAGS_ZF | RFLAGS_SF | RFLAGS_OF)
+    if src == 0:
+        flags |= RFLAGS_ZF
+    return dst, flags
+
+
+class PvmCompleter:
+    """Completes the supported instructions for one VM; counts what it did for reports."""
+
+    def __init__(self, read_gpa: Callable[[int, int], bytes], write_gpa: Callable[[int, bytes], None]):
+        self.read_gpa = read_gpa
+        self.write_gpa = write_gpa
+        self.counts: Counter[str] = Counter()
+
+    def _linear(self, vcpu, gva: int, length: int, write: bool, data: bytes = b"") -> bytes:
+        out = bytearray()
+        done = 0
+        while done < length:
+            chunk = min(length - done, 4096 - ((gva + done) & 0xFFF))
+            gpa = vcpu.translate(gva + done)
+            if gpa is None:
+                raise ValueError(f"guest address {gva + done:#x} is not mapped")
+            if write:
+                self.write_gpa(gpa, data[done : done + chunk])
+            else:
+                out += self.read_gpa(gpa, chunk)
+            done += chunk
+        return bytes(out)
+
+    def complete(self, vcpu, insn: bytes) -> str | None:
+        """Complete ``insn`` on ``vcpu`` (a VcpuFd) and return its name, or None to give up."""
+        sregs = vcpu.get_sregs()
+        mode_bits = 64 if sregs.cs.l else (32 if sregs.cs.db else 16)
+        d = decode(insn, mode_bits)
+        if d is None:
+            return None
+        regs = vcpu.get_regs()
+        next_rip = regs.rip + d.length
+        try:
+            if d.op == "int3":
+                ev = vcpu.get_vcpu_events()
+                ev.exception.injected = 1
+                ev.exception.nr = BP_VECTOR
+                ev.exception.has_error_code = 0
+                ev.exception.pending = 0
+                regs.rip = next_rip
+                vcpu.set_regs(regs)
+                vcpu.set_vcpu_events(ev)
+            elif d.op in ("clac", "stac"):
+                regs.rflags = regs.rflags & ~RFLAGS_AC if d.op == "clac" else regs.rflags | RFLAGS_AC
+                regs.rip = next_rip
+                vcpu.set_regs(regs)
+            elif d.op == "fwait":
+                regs.rip = next_rip
+                vcpu.set_regs(regs)
+            elif d.op == "popcnt":
+                rv = {n: getattr(regs, n) for n in REG_NAMES}
+                if d.mem is not None:
+                    ea = d.mem.resolve(rv, next_rip, {"fs": sregs.fs.base, "gs": sregs.gs.base})
+                    src = int.from_bytes(self._linear(vcpu, ea, d.opsize, False), "little")
+                else:
+                    src = rv[d.rm_reg]
+                dst, flags = popcnt_result(src, d.opsize, rv[d.reg], regs.rflags)
+                setattr(regs, d.reg, dst)
+                regs.rflags = flags
+                regs.rip = next_rip
+                vcpu.set_regs(regs)
+            elif d.op in ("ldmxcsr", "stmxcsr"):
+                rv = {n: getattr(regs, n) for n in REG_NAMES}
+                ea = d.mem.resolve(rv, next_rip, {"fs": sregs.fs.base, "gs": sregs.gs.base})
+                fpu = vcpu.get_fpu()
+                if d.op == "ldmxcsr":
+                    fpu.mxcsr = int.from_bytes(self._linear(vcpu, ea, 4, False), "little")
+                    vcpu.set_fpu(fpu)
+                else:
+                    self._linear(vcpu, ea, 4, True, int(fpu.mxcsr).to_bytes(4, "little"))
+                regs.rip = next_rip
+                vcpu.set_regs(regs)
+        except ValueError as e:
+            log.warning("could not complete %s at %#x: %s", d.op, regs.rip, e)
+            return None
+        self.counts[d.op] += 1
+        return d.op
