@@ -14,7 +14,8 @@ import sys
 import termios
 import threading
 import tty
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 CTRL_A = 0x01
 

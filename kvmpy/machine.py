@@ -13,10 +13,10 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from . import layout
-from .console import ConsoleInput, ConsoleOutput, IoThread, RawTerminal, stdin_is_terminal
+from .console import ConsoleInput, ConsoleOutput, IoThread, RawTerminal
 from .errors import KvmpyError, ResourceError
 from .events import GuestStop, StopReason
 from .hw.bus import MmioBus, PioBus

@@ -7,7 +7,7 @@ handling it.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .events import ExitEvent
 

@@ -7,7 +7,8 @@ it one bound to the in-kernel irqchip (or to an emulated one later). Unit tests 
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 
 class IrqLine(Protocol):

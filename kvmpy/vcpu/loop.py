@@ -54,7 +54,12 @@ def register_dump(vcpu: VcpuFd) -> str:
         return f"(registers unavailable: {e})"
     gp = " ".join(f"{n}={getattr(r, n):016x}" for n in ("rax", "rbx", "rcx", "rdx"))
     gp2 = " ".join(f"{n}={getattr(r, n):016x}" for n in ("rsi", "rdi", "rsp", "rbp"))
-    mode = "long64" if s.cs.l else ("prot32" if s.cr0 & 1 and s.cs.db else ("prot16" if s.cr0 & 1 else "real"))
+    if s.cs.l:
+        mode = "long64"
+    elif s.cr0 & 1:
+        mode = "prot32" if s.cs.db else "prot16"
+    else:
+        mode = "real"
     return (
         f"vcpu{vcpu.index}: rip={r.rip:016x} rflags={r.rflags:08x} mode={mode}\n"
         f"  {gp}\n  {gp2}\n"

@@ -43,8 +43,10 @@ def test_popcnt_memory_forms():
     assert d.mem.resolve({"r8": 2}, 0, {}) == 0x1010
     # gs-prefixed: 65 f3 48 0f b8 04 25 28 00 00 00: popcnt rax, gs:[0x28]
     d = decode(bytes.fromhex("65f3480fb8042528000000"), 64)
-    assert d.mem.seg == "gs" and d.mem.resolve({}, 0, {"gs": 0xFFFF_8880_0000_0000, "fs": 0}) \
-        == 0xFFFF_8880_0000_0028
+    assert (
+        d.mem.seg == "gs"
+        and d.mem.resolve({}, 0, {"gs": 0xFFFF_8880_0000_0000, "fs": 0}) == 0xFFFF_8880_0000_0028
+    )
 
 
 def test_ldmxcsr_stmxcsr():
