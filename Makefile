@@ -16,7 +16,7 @@ APT_PACKAGES := gcc gcc-multilib binutils make acpica-tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := all
-.PHONY: all setup deps venv firmware images run test test-fast lint bench clean
+.PHONY: all setup deps venv firmware images run test test-fast lint clean
 
 all: setup firmware
 
@@ -45,6 +45,10 @@ firmware: deps
 images: debian-images
 
 include firmware/debian.mk
+# benchmarks run kvmpy from the project's virtual environment
+BENCH_PYTHON := $(VPY)
+BENCH_SETUP := setup firmware
+include bench/bench.mk
 
 run: setup firmware
 	@if [ -e /sys/module/kvm_intel ] || [ -e /sys/module/kvm_amd ]; then \
@@ -61,10 +65,6 @@ test-fast: setup
 
 lint: setup
 	$(VENV)/bin/ruff check kvmpy tests firmware bench examples
-
-bench: setup firmware
-	$(MAKE) --no-print-directory bench-deps
-	$(VPY) bench/run_bench.py
 
 clean:
 	rm -rf build $(VENV) kvmpy/*.so kvmpy/_kvm_ffi.c

@@ -66,6 +66,9 @@ class Machine:
         self._threads: list[threading.Thread] = []
         self._closed = False
 
+        from .profiles import microvm
+
+        prepared = microvm.prepare(config)
         self.kvm = Kvm()
         max_cpus = min(self.kvm.max_vcpus(), layout.MAX_VCPUS_DEFAULT)
         if config.cpus > max_cpus:
@@ -93,8 +96,6 @@ class Machine:
         self.input_fd = input_fd
         self.io = IoThread()
 
-        from .profiles import microvm
-
         self.devices = microvm.build(self)
         self.vcpus: list[VcpuFd] = []
         supported = self.kvm.supported_cpuid()
@@ -104,7 +105,8 @@ class Machine:
             cpu_state.setup_msrs(v)
             cpu_state.setup_lapic(v)
             self.vcpus.append(v)
-        self.boot = microvm.load(self)
+        microvm.install(self, prepared)
+        self.boot = prepared.plan
         for gpa, data in cpu_state.entry_memory(self.boot.entry.mode):
             self.memory.write(gpa, data)
         cpu_state.set_entry_state(self.vcpus[0], self.boot.entry.mode, self.boot.entry.rip,

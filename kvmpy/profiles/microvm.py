@@ -10,6 +10,7 @@ through boot_params too.
 from __future__ import annotations
 
 from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import layout
@@ -17,13 +18,14 @@ from ..acpi import build_tables, layout_tables
 from ..boot import load_kernel
 from ..boot.e820 import MemoryMap
 from ..boot.plan import BootPlan
-from ..devices.acpi_pm import AcpiPm, Gpe0, ResetControl
+from ..devices.acpi_pm import AcpiPm, ResetControl
 from ..devices.debug_exit import DebugExit
-from ..devices.fw_cfg import FwCfg, FwCfgDma, e820_table
+from ..devices.fw_cfg import FwCfg, e820_table
 from ..devices.i8042 import I8042
 from ..devices.rtc import CmosRtc
 from ..devices.serial import Serial16550
-from ..errors import ResourceError
+from ..errors import ResourceError, UsageError
+from ..options import MachineConfig
 
 if TYPE_CHECKING:
     from ..machine import Machine
@@ -55,16 +57,17 @@ def build(m: Machine) -> dict[str, Any]:
 
     pm = AcpiPm(m.irq_line(layout.IRQ_ACPI_SCI), stop)
     m.pio.register(layout.ACPI_PM_BASE, AcpiPm.LENGTH, pm, "acpi-pm", sizes=(1, 2, 4))
-    gpe = Gpe0()
-    m.pio.register(layout.ACPI_GPE0_BASE, layout.ACPI_GPE0_LEN, gpe, "acpi-gpe0", sizes=(1, 2, 4))
+    gpe = pm.gpe0
+    m.pio.register(layout.ACPI_GPE0_BASE, gpe.LENGTH, gpe, "acpi-gpe0", sizes=gpe.SIZES)
     reset = ResetControl(stop)
     m.pio.register(layout.RESET_CONTROL_PORT, 1, reset, "reset-control", sizes=(1,))
 
     fw_cfg = FwCfg(m.memory)
     fw_cfg.set_cpus(m.config.cpus)
     fw_cfg.set_ram_size(m.config.memory)
-    m.pio.register(layout.FW_CFG_PORT, 2, fw_cfg, "fw_cfg", sizes=(1, 2))
-    m.pio.register(layout.FW_CFG_DMA_PORT, 8, FwCfgDma(fw_cfg), "fw_cfg-dma", sizes=(1, 2, 4))
+    m.pio.register(layout.FW_CFG_PORT, FwCfg.LENGTH, fw_cfg, "fw_cfg", sizes=FwCfg.SIZES)
+    m.pio.register(layout.FW_CFG_DMA_PORT, fw_cfg.dma_port.LENGTH, fw_cfg.dma_port, "fw_cfg-dma",
+                   sizes=fw_cfg.dma_port.SIZES)
 
     debug_exit = DebugExit(stop)
     m.pio.register(layout.DEBUG_EXIT_PORT, 4, debug_exit, "debug-exit", sizes=(1, 2, 4))
@@ -72,19 +75,34 @@ def build(m: Machine) -> dict[str, Any]:
             "reset": reset, "fw_cfg": fw_cfg, "debug_exit": debug_exit}
 
 
-def load(m: Machine) -> BootPlan:
-    """ACPI tables into the BIOS area, then the kernel (which learns where the RSDP is)."""
-    tables = build_tables(cpus=m.config.cpus)
+@dataclass
+class Prepared:
+    """Everything decided from the configuration alone, before any KVM object exists: so a bad
+    kernel file or an initrd that does not fit is reported without touching /dev/kvm."""
+
+    plan: BootPlan
+    memmap: MemoryMap
+    acpi_blob: bytes
+    rsdp: int
+
+
+def prepare(config: MachineConfig) -> Prepared:
+    """ACPI tables for the BIOS area, then the kernel plan (which learns where the RSDP is)."""
+    tables = build_tables(cpus=config.cpus)
     blob, rsdp = layout_tables(tables, layout.ACPI_TABLES_ADDR)
     if layout.ACPI_TABLES_ADDR + len(blob) > layout.ACPI_TABLES_END:
-        raise ResourceError("the ACPI tables do not fit below 1 MiB")
-    m.memory.write(layout.ACPI_TABLES_ADDR, blob)
-    memmap = MemoryMap(m.config.memory)
-    kernel = m.config.kernel
-    assert kernel is not None
-    plan = load_kernel(Path(kernel), [Path(p) for p in m.config.initrds], m.config.append, memmap,
-                       rsdp_addr=rsdp)
-    plan.apply(m.memory.write)
+        raise ResourceError(f"the ACPI tables for {config.cpus} vCPUs do not fit below 1 MiB")
+    memmap = MemoryMap(config.memory)
+    if config.kernel is None:
+        raise UsageError("no kernel given: use --kernel FILE")
+    plan = load_kernel(Path(config.kernel), [Path(p) for p in config.initrds], config.append,
+                       memmap, rsdp_addr=rsdp)
+    return Prepared(plan, memmap, blob, rsdp)
+
+
+def install(m: Machine, prep: Prepared) -> None:
+    """Copy the prepared tables and kernel into guest RAM and tell fw_cfg the memory map."""
+    m.memory.write(layout.ACPI_TABLES_ADDR, prep.acpi_blob)
+    prep.plan.apply(m.memory.write)
     fw_cfg = m.devices["fw_cfg"]
-    fw_cfg.add_file("etc/e820", e820_table((e.addr, e.size, e.type) for e in memmap.e820()))
-    return plan
+    fw_cfg.add_file("etc/e820", e820_table((e.addr, e.size, e.type) for e in prep.memmap.e820()))

@@ -1,0 +1,65 @@
+# bench/bench.mk — benchmarks: kvmpy against a C loop and QEMU on the same guests, alternating.
+#
+# Included by the top-level Makefile (`include bench/bench.mk`), or on its own:
+#     make -f bench/bench.mk bench
+# Paths are relative to the repository root.
+#
+#   make bench-deps   installs Debian's qemu-system-x86 (apt-get) unless qemu-system-x86_64 is there
+#   make bench        builds the baselines and runs bench/run_bench.py, which writes its sections
+#                     of docs/performance.md (exit round trip always; boot to init only on a
+#                     hardware-assisted host: on a PVM-backed one the report says why it was skipped)
+# Knobs: BENCH_RUNS (runs of each, alternating; default 5), BENCH_EXITS (default 100000),
+#        BENCH_ARGS (more run_bench.py options, e.g. --no-write).
+#
+# Outputs: build/bench/exitloop (C VMM), build/bench/exitloop-<N>.elf (multiboot guest making N
+# exits; the 1-exit one measures start-up, so the marginal exit rate can be separated from it).
+
+ifndef KVMPY_BENCH_MK
+KVMPY_BENCH_MK := 1
+
+_kvmpy_bench_saved_goal := $(.DEFAULT_GOAL)
+
+include firmware/debian.mk
+
+PYTHON ?= python3
+BENCH_PYTHON ?= $(PYTHON)
+CC ?= gcc
+BENCH_DIR := build/bench
+BENCH_RUNS ?= 5
+BENCH_EXITS ?= 100000
+BENCH_ARGS ?=
+QEMU_SYSTEM ?= qemu-system-x86_64
+
+.PHONY: bench bench-deps bench-build
+
+bench-deps:
+	@command -v $(QEMU_SYSTEM) >/dev/null 2>&1 || { \
+	  echo "bench.mk: installing Debian's qemu-system-x86"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends qemu-system-x86; }
+
+$(BENCH_DIR)/exitloop: bench/exitloop.c
+	@mkdir -p $(BENCH_DIR)
+	$(CC) -O2 -Wall -Wextra -o $@ $<
+
+# -N: one RWX segment at 1 MiB, no ELF headers loaded below it (into the BIOS area).
+$(BENCH_DIR)/exitloop-%.elf: bench/exitloop_guest.S
+	@mkdir -p $(BENCH_DIR)
+	$(CC) -m32 -c -DEXITS=$* -o $(BENCH_DIR)/exitloop-$*.o $<
+	ld -m elf_i386 -N --no-warn-rwx-segments --build-id=none -Ttext=0x100000 -e _start \
+	    -o $@ $(BENCH_DIR)/exitloop-$*.o
+
+bench-build: $(BENCH_DIR)/exitloop $(BENCH_DIR)/exitloop-$(BENCH_EXITS).elf $(BENCH_DIR)/exitloop-1.elf
+
+bench: bench-deps bench-build $(BENCH_SETUP)
+	$(BENCH_PYTHON) bench/run_bench.py --runs $(BENCH_RUNS) --exits $(BENCH_EXITS) \
+	    --exitloop $(BENCH_DIR)/exitloop --guest $(BENCH_DIR)/exitloop-$(BENCH_EXITS).elf \
+	    --guest-startup $(BENCH_DIR)/exitloop-1.elf --qemu $(QEMU_SYSTEM) $(BENCH_ARGS)
+
+ifeq ($(words $(MAKEFILE_LIST)),2)
+# Used on its own (make -f bench/bench.mk): `make -f bench/bench.mk` runs the benchmarks.
+.DEFAULT_GOAL := bench
+else
+.DEFAULT_GOAL := $(_kvmpy_bench_saved_goal)
+endif
+
+endif # KVMPY_BENCH_MK
