@@ -56,7 +56,7 @@ class Machine:
                  input_fd: int | None = None) -> None:
         _install_kick_handler()
         self.config = config
-        self.lock = threading.RLock()
+        self.lock = threading.Lock()
         self.tracer = Tracer()
         self.pio = PioBus()
         self.mmio = MmioBus()

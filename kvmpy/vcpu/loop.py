@@ -8,6 +8,7 @@ it also builds an event object per exit; when nobody listens that costs one attr
 
 from __future__ import annotations
 
+import errno
 import logging
 import struct
 import time
@@ -24,6 +25,7 @@ from ..events import (
     StopReason,
     SystemEventExit,
 )
+from ..errors import KvmError
 from ..kvm import VcpuFd, ffi, lib
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ _REASON_OFF = ffi.offsetof("struct kvm_run", "exit_reason")
 _IO = struct.Struct("<BBHIQ")  # direction, size, port, count, data_offset
 _MMIO = struct.Struct("<Q8sIB")  # phys_addr, data, len, is_write
 _REASON = struct.Struct("<I")
+_RETRY = (-errno.EINTR, -errno.EAGAIN)
 
 EXIT_NAMES = {
     getattr(lib, n): n[len("KVM_EXIT_"):].lower()
@@ -98,10 +101,16 @@ class VcpuLoop:
         mmio_unpack = _MMIO.unpack_from
         reason_unpack = _REASON.unpack_from
         out_dir = lib.KVM_EXIT_IO_OUT
-        kvm_run = vcpu.run
+        ioctl = lib.kvmpy_ioctl
+        fd = vcpu.fd
+        KVM_RUN = lib.KVM_RUN
+        NULL = ffi.NULL
         while not m.stopping:
-            if kvm_run():
-                continue  # EINTR (a kick) or EAGAIN (INIT/SIPI in progress): re-check, re-enter
+            r = ioctl(fd, KVM_RUN, NULL)
+            if r:
+                if r in _RETRY:
+                    continue  # EINTR (a kick) or EAGAIN (INIT/SIPI in progress): re-check, re-enter
+                raise KvmError("KVM_RUN", -r)
             self.exits += 1
             (reason,) = reason_unpack(runmm, _REASON_OFF)
             if reason == exit_io:

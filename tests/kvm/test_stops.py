@@ -1,0 +1,27 @@
+"""The guest's wish to stop ends kvmpy with a status that says which (README: exit status)."""
+
+import pytest
+
+
+@pytest.mark.parametrize("code", [0, 1, 5, 0x2A, 0x7F])
+def test_debug_exit_status(kvmpy_boot, code):
+    r = kvmpy_boot("debug_exit", "--append", f"code={code}")
+    assert f"exiting with code {code}" in r.out
+    assert r.status == ((code << 1) | 1) & 0xFF
+    assert "debug-exit" in r.err
+
+
+@pytest.mark.parametrize("way,status", [("poweroff", 0), ("reset", 2), ("cf9", 2), ("triple", 4)])
+def test_stop_ways(kvmpy_boot, way, status):
+    r = kvmpy_boot("stop_ways", "--append", way, "--memory", "32M")
+    assert r.status == status, r.out + r.err
+    if way == "poweroff":
+        assert r.err == ""  # a clean poweroff says nothing
+    if way == "triple":
+        assert "triple-faulted" in r.err and "rip=" in r.err  # with a register dump
+
+
+def test_timeout_stops_a_guest_that_never_ends(kvmpy_boot):
+    r = kvmpy_boot("stop_ways", "--append", "halt", "--timeout", "3", timeout=60)
+    assert r.status == 124
+    assert "stopped after 3 s" in r.err
