@@ -50,7 +50,6 @@ class ConsoleOutput:
         if self.sink is not None:
             self.sink(data)
         if self.fd is not None:
-            # a terminal in raw mode needs CR before LF to keep columns straight
             try:
                 view = memoryview(data)
                 while view:
@@ -170,11 +169,8 @@ class RawTerminal:
     def __enter__(self) -> RawTerminal:
         if os.isatty(self.fd):
             self.saved = termios.tcgetattr(self.fd)
+            # fully raw, output included: guests send CR LF themselves, as a serial line does
             tty.setraw(self.fd)
-            # keep output post-processing so the guest's "\n" still returns the carriage
-            attrs = termios.tcgetattr(self.fd)
-            attrs[1] |= termios.OPOST | termios.ONLCR
-            termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -14,6 +14,7 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
+from ..errors import KvmError
 from ..events import (
     FailEntryExit,
     GuestStop,
@@ -25,7 +26,6 @@ from ..events import (
     StopReason,
     SystemEventExit,
 )
-from ..errors import KvmError
 from ..kvm import VcpuFd, ffi, lib
 
 if TYPE_CHECKING:

@@ -25,3 +25,10 @@ def test_timeout_stops_a_guest_that_never_ends(kvmpy_boot):
     r = kvmpy_boot("stop_ways", "--append", "halt", "--timeout", "3", timeout=60)
     assert r.status == 124
     assert "stopped after 3 s" in r.err
+
+
+def test_more_vcpus_than_kvm_allows(kvmpy_boot):
+    r = kvmpy_boot("debug_exit", "--cpus", "5000")
+    assert r.status == 67
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and "at most" in lines[0] and "Traceback" not in r.err
