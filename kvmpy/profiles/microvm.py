@@ -88,6 +88,9 @@ class Prepared:
 
 def prepare(config: MachineConfig) -> Prepared:
     """ACPI tables for the BIOS area, then the kernel plan (which learns where the RSDP is)."""
+    if config.cpus > layout.MAX_VCPUS_DEFAULT:
+        raise ResourceError(f"{config.cpus} vCPUs asked for, but kvmpy supports at most "
+                            f"{layout.MAX_VCPUS_DEFAULT} (8-bit xAPIC ids)")
     tables = build_tables(cpus=config.cpus)
     blob, rsdp = layout_tables(tables, layout.ACPI_TABLES_ADDR)
     if layout.ACPI_TABLES_ADDR + len(blob) > layout.ACPI_TABLES_END:

@@ -77,7 +77,7 @@ def test_multiboot_cmdline_and_modules(kvmpy_boot, tmp_path):
     assert kernel and kernel.group(1).endswith("demo.elf"), r.out
     found = re.findall(r"Module (\d+): 0x([0-9a-f]+)-0x([0-9a-f]+) '([^']*)'", r.out)
     assert [(int(n), name) for n, _, _, name in found] == [(0, str(mods[0])), (1, str(mods[1]))]
-    for (_, start, end, _), p in zip(found, mods):
+    for (_, start, end, _), p in zip(found, mods, strict=True):
         assert int(end, 16) - int(start, 16) == p.stat().st_size
         assert int(start, 16) % 4096 == 0
     assert "total RAM: 79 MiB" in r.out  # 80 MiB less the EBDA and the BIOS area
