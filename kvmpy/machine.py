@@ -150,6 +150,7 @@ class Machine:
             ci = console_in
             self.io.add_periodic(lambda: ci.push() if ci.pending else None)
         self.io.add_periodic(self.console_out.flush)
+        self.io.add_periodic(self._tick_devices)
         raw = RawTerminal(self.input_fd) if interactive else None
         if raw:
             raw.__enter__()
@@ -169,6 +170,14 @@ class Machine:
                 raw.__exit__(None, None, None)
         assert self._stop is not None
         return self._stop
+
+    def _tick_devices(self) -> None:
+        """Devices without threads (RTC, PM timer) raise their timed interrupts when asked."""
+        with self.lock:
+            for dev in self.devices.values():
+                tick = getattr(dev, "tick", None)
+                if tick is not None:
+                    tick()
 
     def request_stop(self, stop: GuestStop) -> None:
         """Called by devices and the loop: the first request wins, the rest are ignored."""
