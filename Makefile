@@ -12,7 +12,7 @@
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-APT_PACKAGES := gcc gcc-multilib binutils make acpica-tools
+APT_PACKAGES := gcc binutils make acpica-tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := all

@@ -1,0 +1,25 @@
+"""``kvmpy info``: the host report a newcomer runs first."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from kvmpy.info import CAPABILITIES
+from kvmpy.kvm import host_vendor
+
+
+def test_info_reports_the_host():
+    p = subprocess.run([sys.executable, "-m", "kvmpy", "info"], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "KVM API version 12" in out
+    vendor = host_vendor()
+    assert f"virtualization: {vendor}" in out
+    if Path("/sys/module/kvm_pvm").exists():
+        assert "PVM" in out and "instruction" in out and "hwvirt" in out
+    for name, _, _ in CAPABILITIES:
+        assert name in out
+    assert "KVM_CAP_IRQCHIP" in out and "MISSING" not in out
+    assert "recommended" in out and "at most" in out
+    assert "device passthrough (VFIO):" in out
