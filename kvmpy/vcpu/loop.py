@@ -36,9 +36,10 @@ log = logging.getLogger("kvmpy.loop")
 _IO_OFF = ffi.offsetof("struct kvm_run", "io")
 _MMIO_OFF = ffi.offsetof("struct kvm_run", "mmio")
 _REASON_OFF = ffi.offsetof("struct kvm_run", "exit_reason")
-_IO = struct.Struct("<BBHIQ")  # direction, size, port, count, data_offset
 _MMIO = struct.Struct("<Q8sIB")  # phys_addr, data, len, is_write
-_REASON = struct.Struct("<I")
+#: exit_reason and the io member in one read: reason, direction, size, port, count, data_offset
+#: (offsets from the compiled header; the io fields are meaningless for other exits)
+_HEAD = struct.Struct(f"<{_REASON_OFF}xI{_IO_OFF - _REASON_OFF - 4}xBBHIQ")
 _RETRY = (-errno.EINTR, -errno.EAGAIN)
 
 EXIT_NAMES = {
@@ -92,60 +93,94 @@ class VcpuLoop:
         vcpu = self.vcpu
         runmm = vcpu.run_mmap
         pio = m.pio
-        mmio = m.mmio
         lock = m.lock
         tracer = m.tracer
         exit_io = lib.KVM_EXIT_IO
         exit_mmio = lib.KVM_EXIT_MMIO
-        io_unpack = _IO.unpack_from
-        mmio_unpack = _MMIO.unpack_from
-        reason_unpack = _REASON.unpack_from
+        head_unpack = _HEAD.unpack_from
+        from_bytes = int.from_bytes
         out_dir = lib.KVM_EXIT_IO_OUT
         ioctl = lib.kvmpy_ioctl
         fd = vcpu.fd
         KVM_RUN = lib.KVM_RUN
         NULL = ffi.NULL
-        while not m.stopping:
-            r = ioctl(fd, KVM_RUN, NULL)
-            if r:
-                if r in _RETRY:
-                    continue  # EINTR (a kick) or EAGAIN (INIT/SIPI in progress): re-check, re-enter
-                raise KvmError("KVM_RUN", -r)
-            self.exits += 1
-            (reason,) = reason_unpack(runmm, _REASON_OFF)
-            if reason == exit_io:
-                direction, size, port, count, data_off = io_unpack(runmm, _IO_OFF)
-                t0 = time.perf_counter() if tracer.active else 0.0
-                with lock:
-                    if direction == out_dir:
-                        for i in range(count):
-                            o = data_off + i * size
-                            pio.write(port, size, int.from_bytes(runmm[o : o + size], "little"))
-                    else:
-                        for i in range(count):
-                            o = data_off + i * size
-                            runmm[o : o + size] = pio.read(port, size).to_bytes(size, "little")
+        exits = 0
+        try:
+            while not m.stopping:
+                r = ioctl(fd, KVM_RUN, NULL)
+                if r:
+                    if r in _RETRY:
+                        continue  # EINTR (a kick) or EAGAIN (INIT/SIPI in progress): re-enter
+                    raise KvmError("KVM_RUN", -r)
+                exits += 1
+                reason, direction, size, port, count, data_off = head_unpack(runmm, 0)
                 if tracer.active:
-                    data = runmm[data_off : data_off + size * count]
-                    m_ = pio.find(port)
-                    tracer.emit(IoExit(self.index, t0, port, size, direction == out_dir, count, data,
-                                       m_.name if m_ else ""), time.perf_counter() - t0)
-            elif reason == exit_mmio:
-                addr, data, length, is_write = mmio_unpack(runmm, _MMIO_OFF)
-                t0 = time.perf_counter() if tracer.active else 0.0
-                with lock:
-                    if is_write:
-                        value = int.from_bytes(data[:length], "little")
-                        mmio.write(addr, length, value)
+                    self._traced(reason)
+                elif reason == exit_io:
+                    if count == 1:
+                        if direction == out_dir:
+                            value = from_bytes(runmm[data_off : data_off + size], "little")
+                            with lock:
+                                pio.write(port, size, value)
+                        else:
+                            with lock:
+                                value = pio.read(port, size)
+                            runmm[data_off : data_off + size] = value.to_bytes(size, "little")
                     else:
-                        value = mmio.read(addr, length)
-                        runmm[_MMIO_OFF + 8 : _MMIO_OFF + 8 + length] = value.to_bytes(length, "little")
-                if tracer.active:
-                    m_ = mmio.find(addr)
-                    tracer.emit(MmioExit(self.index, t0, addr, length, bool(is_write), value,
-                                         m_.name if m_ else ""), time.perf_counter() - t0)
+                        self._string_io(direction == out_dir, port, size, count, data_off)
+                elif reason == exit_mmio:
+                    self._mmio()
+                else:
+                    self._other(reason)
+        finally:
+            self.exits += exits
+
+    def _string_io(self, out: bool, port: int, size: int, count: int, data_off: int) -> None:
+        """``rep ins``/``rep outs``: KVM hands over up to a page of elements in one exit."""
+        runmm = self.vcpu.run_mmap
+        pio = self.machine.pio
+        with self.machine.lock:
+            if out:
+                for o in range(data_off, data_off + size * count, size):
+                    pio.write(port, size, int.from_bytes(runmm[o : o + size], "little"))
             else:
-                self._other(reason)
+                for o in range(data_off, data_off + size * count, size):
+                    runmm[o : o + size] = pio.read(port, size).to_bytes(size, "little")
+
+    def _mmio(self) -> int:
+        runmm = self.vcpu.run_mmap
+        addr, data, length, is_write = _MMIO.unpack_from(runmm, _MMIO_OFF)
+        mmio = self.machine.mmio
+        with self.machine.lock:
+            if is_write:
+                value = int.from_bytes(data[:length], "little")
+                mmio.write(addr, length, value)
+            else:
+                value = mmio.read(addr, length)
+                runmm[_MMIO_OFF + 8 : _MMIO_OFF + 8 + length] = value.to_bytes(length, "little")
+        return value
+
+    def _traced(self, reason: int) -> None:
+        """The same dispatch as the fast path, with an event per exit for the tracer."""
+        tracer = self.machine.tracer
+        runmm = self.vcpu.run_mmap
+        t0 = time.perf_counter()
+        if reason == lib.KVM_EXIT_IO:
+            _, direction, size, port, count, data_off = _HEAD.unpack_from(runmm, 0)
+            out = direction == lib.KVM_EXIT_IO_OUT
+            self._string_io(out, port, size, count, data_off)
+            data = runmm[data_off : data_off + size * count]
+            m_ = self.machine.pio.find(port)
+            tracer.emit(IoExit(self.index, t0, port, size, out, count, data, m_.name if m_ else ""),
+                        time.perf_counter() - t0)
+        elif reason == lib.KVM_EXIT_MMIO:
+            value = self._mmio()
+            addr, _, length, is_write = _MMIO.unpack_from(runmm, _MMIO_OFF)
+            m_ = self.machine.mmio.find(addr)
+            tracer.emit(MmioExit(self.index, t0, addr, length, bool(is_write), value,
+                                 m_.name if m_ else ""), time.perf_counter() - t0)
+        else:
+            self._other(reason)
 
     def _other(self, reason: int) -> None:
         """The rare exits: everything here may be slow."""
