@@ -23,3 +23,17 @@ def test_info_reports_the_host():
     assert "KVM_CAP_IRQCHIP" in out and "MISSING" not in out
     assert "recommended" in out and "at most" in out
     assert "device passthrough (VFIO):" in out
+
+
+def test_run_without_a_terminal_reports_and_powers_off(guest_program):
+    """What `make run` does, with stdin not a terminal: the guest reports and powers off."""
+    guest_program("demo")
+    p = subprocess.run([sys.executable, "-m", "kvmpy", "run"], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout + p.stderr
+    if host_vendor() in ("VT-x", "AMD-V") and "kvmpy demo guest" not in p.stdout:
+        assert "KVMPY-BOOT-OK" in p.stdout  # Debian's kernel and initramfs
+    else:
+        assert "kvmpy demo guest" in p.stdout and "demo: powering off" in p.stdout
+        if host_vendor() == "PVM":
+            assert "PVM" in p.stderr
