@@ -18,7 +18,7 @@ KVM_GET_LAPIC KVM_SET_LAPIC KVM_GET_FPU KVM_SET_FPU KVM_GET_MSRS KVM_SET_MSRS
 KVM_GET_VCPU_EVENTS KVM_SET_VCPU_EVENTS KVM_GET_MP_STATE KVM_SET_MP_STATE KVM_ENABLE_CAP
 KVM_IOEVENTFD KVM_IRQFD KVM_GET_DIRTY_LOG KVM_TRANSLATE KVM_GET_STATS_FD
 KVM_REGISTER_COALESCED_MMIO KVM_UNREGISTER_COALESCED_MMIO KVM_SET_GSI_ROUTING KVM_GET_TSC_KHZ
-KVM_SET_GUEST_DEBUG
+KVM_SET_GUEST_DEBUG KVM_GET_XSAVE KVM_SET_XSAVE
 """.split()
 
 _CONSTANTS = """
@@ -105,6 +105,7 @@ struct kvm_irqfd { uint32_t fd; uint32_t gsi; uint32_t flags; uint32_t resamplef
 struct kvm_dirty_log { uint32_t slot; void *dirty_bitmap; ...; };
 struct kvm_coalesced_mmio_zone { uint64_t addr; uint32_t size; ...; };
 struct kvm_guest_debug { uint32_t control; ...; };
+struct kvm_xsave { uint32_t region[1024]; ...; };
 struct kvm_vcpu_events {
     struct { uint8_t injected; uint8_t nr; uint8_t has_error_code; uint8_t pending;
              uint32_t error_code; } exception;

@@ -263,6 +263,14 @@ class VcpuFd:
     def set_fpu(self, fpu) -> None:
         _check("KVM_SET_FPU", _ioctl(self.fd, lib.KVM_SET_FPU, fpu))
 
+    def get_xsave(self):
+        xs = ffi.new("struct kvm_xsave *")
+        _check("KVM_GET_XSAVE", _ioctl(self.fd, lib.KVM_GET_XSAVE, xs))
+        return xs
+
+    def set_xsave(self, xs) -> None:
+        _check("KVM_SET_XSAVE", _ioctl(self.fd, lib.KVM_SET_XSAVE, xs))
+
     def set_cpuid(self, entries: list[CpuidEntry]) -> None:
         n = len(entries)
         buf = ffi.new("struct kvm_cpuid2 *", {"nent": n, "entries": n})

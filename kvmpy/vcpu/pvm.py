@@ -24,6 +24,11 @@ _SEG_PREFIX = {0x26: "es", 0x2E: "cs", 0x36: "ss", 0x3E: "ds", 0x64: "fs", 0x65:
 RFLAGS_CF, RFLAGS_PF, RFLAGS_AF, RFLAGS_ZF, RFLAGS_SF, RFLAGS_OF = 1, 4, 16, 64, 128, 2048
 RFLAGS_AC = 1 << 18
 BP_VECTOR = 3
+# 32-bit word indices into the XSAVE image (Intel SDM vol. 1, 13.4): MXCSR in the legacy
+# region at byte 24, XSTATE_BV at byte 512 of the header
+XSAVE_MXCSR = 24 // 4
+XSAVE_XSTATE_BV = 512 // 4
+XFEATURE_SSE = 1 << 1
 
 
 @dataclass
@@ -237,12 +242,14 @@ class PvmCompleter:
             elif d.op in ("ldmxcsr", "stmxcsr"):
                 rv = {n: getattr(regs, n) for n in REG_NAMES}
                 ea = d.mem.resolve(rv, next_rip, {"fs": sregs.fs.base, "gs": sregs.gs.base})
-                fpu = vcpu.get_fpu()
+                # MXCSR through the XSAVE image: on PVM hosts KVM_GET/SET_FPU ignore it
+                xs = vcpu.get_xsave()
                 if d.op == "ldmxcsr":
-                    fpu.mxcsr = int.from_bytes(self._linear(vcpu, ea, 4, False), "little")
-                    vcpu.set_fpu(fpu)
+                    xs.region[XSAVE_MXCSR] = int.from_bytes(self._linear(vcpu, ea, 4, False), "little")
+                    xs.region[XSAVE_XSTATE_BV] |= XFEATURE_SSE  # else the restore ignores it
+                    vcpu.set_xsave(xs)
                 else:
-                    self._linear(vcpu, ea, 4, True, int(fpu.mxcsr).to_bytes(4, "little"))
+                    self._linear(vcpu, ea, 4, True, int(xs.region[XSAVE_MXCSR]).to_bytes(4, "little"))
                 regs.rip = next_rip
                 vcpu.set_regs(regs)
         except ValueError as e:
