@@ -154,6 +154,7 @@ class Machine:
         raw = RawTerminal(self.input_fd) if interactive else None
         if raw:
             raw.__enter__()
+        saved_handlers = self._catch_termination()
         try:
             self.io.start()
             for lp in self.loops:
@@ -166,10 +167,26 @@ class Machine:
             self.request_stop(GuestStop.of(StopReason.USER, "interrupted"))
         finally:
             self._halt_threads()
+            for sig, handler in saved_handlers.items():
+                signal.signal(sig, handler)
             if raw:
                 raw.__exit__(None, None, None)
         assert self._stop is not None
         return self._stop
+
+    def _catch_termination(self) -> dict:
+        """SIGTERM and SIGHUP end the run like Ctrl-A x: threads stopped, terminal restored,
+        output flushed, a status that says so."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        saved = {}
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            def on_signal(signum, _frame):
+                name = signal.Signals(signum).name
+                self.request_stop(GuestStop.of(StopReason.USER, f"terminated by {name}"))
+
+            saved[sig] = signal.signal(sig, on_signal)
+        return saved
 
     def _tick_devices(self) -> None:
         """Devices without threads (RTC, PM timer) raise their timed interrupts when asked."""

@@ -32,3 +32,23 @@ def test_more_vcpus_than_kvm_allows(kvmpy_boot):
     assert r.status == 67
     lines = r.err.strip().splitlines()
     assert len(lines) == 1 and "at most" in lines[0] and "Traceback" not in r.err
+
+
+def test_sigterm_stops_cleanly(guest_program):
+    import signal
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "kvmpy", "boot", "--kernel", str(guest_program("stop_ways")),
+           "--append", "halt", "--memory", "32M"]
+    with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as p:
+        seen = b""
+        while b"stop_ways: halt" not in seen:
+            chunk = p.stdout.read1(4096)
+            assert chunk, seen
+            seen += chunk
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+    assert p.returncode == 8
+    assert b"terminated by SIGTERM" in err and b"Traceback" not in err
