@@ -74,13 +74,27 @@ class GuestMemory:
     def highmem_size(self) -> int:
         return self.regions[1].size if len(self.regions) > 1 else 0
 
-    def register(self, vm: Vm, flags: int = 0) -> None:
+    def register(self, vm: Vm, flags: int = 0, holes: tuple[tuple[int, int], ...] = ()) -> None:
+        """Register the RAM with KVM as memslots, leaving out ``holes`` ((start, end) pairs):
+        the PC profile keeps 0xA0000-0xFFFFF out, where the VGA window and the PAM-controlled
+        shadow segments are mapped separately. The RAM behind a hole still exists (devices and
+        the shadow segments reach it)."""
+        self._slots = 0
         for r in self.regions:
-            vm.set_memory_region(r.slot, r.gpa, r.size, self.host_base + r.offset, flags)
+            pieces = [(r.gpa, r.end)]
+            for hs, he in holes:
+                pieces = [p for a, b in pieces for p in ((a, min(b, hs)), (max(a, he), b)) if p[0] < p[1]]
+            for a, b in pieces:
+                vm.set_memory_region(self._slots, a, b - a, self.host_base + r.offset + a - r.gpa, flags)
+                self._slots += 1
 
     @property
     def next_free_slot(self) -> int:
-        return len(self.regions)
+        return getattr(self, "_slots", len(self.regions))
+
+    def host_address(self, gpa: int, length: int = 1) -> int:
+        """The host virtual address of guest RAM at ``gpa`` (for memslots that alias RAM)."""
+        return self.host_base + self._offset(gpa, length, False)
 
     # -- access --------------------------------------------------------------------------
     def _offset(self, gpa: int, length: int, write: bool) -> int:

@@ -54,6 +54,78 @@ def check_memory(size: int) -> None:
                             f"({total >> 20} MiB)")
 
 
+@dataclass(frozen=True)
+class DriveSpec:
+    """One disk or CD-ROM: ``--drive file=PATH[,media=disk|cdrom][,readonly=on][,index=N]``."""
+
+    file: Path
+    media: str = "disk"  # "disk" | "cdrom"
+    readonly: bool = False
+    index: int | None = None  # IDE position: 0 primary master, 1 primary slave, 2, 3 secondary
+
+
+_BOOL = {"on": True, "yes": True, "true": True, "1": True,
+         "off": False, "no": False, "false": False, "0": False}
+
+
+def parse_drive(text: str) -> DriveSpec:
+    """Parse a ``--drive`` value the way QEMU's ``-drive`` spells it (a subset)."""
+    fields: dict[str, str] = {}
+    for part in text.split(","):
+        if not part:
+            continue
+        key, eq, value = part.partition("=")
+        if not eq:
+            if not fields and key:  # a bare path first, as in QEMU's shorthand
+                fields["file"] = key
+                continue
+            raise UsageError(f"--drive {text!r}: {part!r} is not KEY=VALUE")
+        if key not in ("file", "media", "readonly", "index", "format", "if"):
+            raise UsageError(f"--drive {text!r}: unknown key {key!r} "
+                             "(known: file, media, readonly, index, format, if)")
+        fields[key] = value
+    if not fields.get("file"):
+        raise UsageError(f"--drive {text!r}: no file= given")
+    media = fields.get("media", "disk")
+    if media not in ("disk", "cdrom"):
+        raise UsageError(f"--drive {text!r}: media must be disk or cdrom, not {media!r}")
+    if fields.get("format", "raw") != "raw":
+        raise UsageError(f"--drive {text!r}: only raw images are supported, not {fields['format']!r}")
+    if fields.get("if", "ide") != "ide":
+        raise UsageError(f"--drive {text!r}: only if=ide is supported")
+    ro_text = fields.get("readonly", "on" if media == "cdrom" else "off").lower()
+    if ro_text not in _BOOL:
+        raise UsageError(f"--drive {text!r}: readonly must be on or off, not {ro_text!r}")
+    index = None
+    if "index" in fields:
+        try:
+            index = int(fields["index"])
+        except ValueError:
+            raise UsageError(f"--drive {text!r}: index must be 0 to 3") from None
+        if not 0 <= index <= 3:
+            raise UsageError(f"--drive {text!r}: index must be 0 to 3")
+    return DriveSpec(Path(fields["file"]), media, _BOOL[ro_text], index)
+
+
+def place_drives(drives: list[DriveSpec]) -> dict[int, DriveSpec]:
+    """IDE positions for the drives: explicit indexes first, then the first free position,
+    disks from the primary master on, CD-ROMs from the secondary master on (as QEMU does)."""
+    placed: dict[int, DriveSpec] = {}
+    for d in drives:
+        if d.index is not None:
+            if d.index in placed:
+                raise UsageError(f"two drives at IDE index {d.index}")
+            placed[d.index] = d
+    for d in drives:
+        if d.index is None:
+            order = (2, 3, 0, 1) if d.media == "cdrom" else (0, 1, 2, 3)
+            free = [i for i in order if i not in placed]
+            if not free:
+                raise UsageError("at most four IDE drives fit (two channels, master and slave)")
+            placed[free[0]] = d
+    return placed
+
+
 @dataclass
 class MachineConfig:
     """What to build: every ``kvmpy boot`` option as a value."""
@@ -66,6 +138,13 @@ class MachineConfig:
     console: str = "stdio"  # "stdio" | "none" (output captured in memory, no input)
     timeout: float | None = None
     extra_cmdline: list[str] = field(default_factory=list)
+    # the HVM PC (firmware boot): set by --hvm, --cdrom, --drive
+    hvm: bool = False
+    drives: list[DriveSpec] = field(default_factory=list)
+    boot_order: str = "cd"  # QEMU's letters: c disk, d CD-ROM, n network
+    bios: Path | None = None
+    screenshot: Path | None = None
+    display: str = "none"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,11 +168,37 @@ def add_boot_options(p: argparse.ArgumentParser) -> None:
                    help="stop the guest after this many seconds (exit status 124)")
     p.add_argument("--console", choices=("stdio", "none"), default="stdio",
                    help="where the serial console goes (default: this terminal)")
+    h = p.add_argument_group("PC with firmware (HVM)")
+    h.add_argument("--hvm", metavar="DISK", default=None,
+                   help="boot a disk image through SeaBIOS on an emulated PC (i440FX, IDE, VGA)")
+    h.add_argument("--cdrom", metavar="ISO", default=None, help="attach an ATAPI CD-ROM with this image")
+    h.add_argument("--drive", metavar="SPEC", action="append", default=[],
+                   help="file=PATH[,media=disk|cdrom][,readonly=on][,index=0-3] (repeatable)")
+    h.add_argument("--boot", metavar="ORDER", default=None,
+                   help="boot order as QEMU spells it: c (disk), d (CD-ROM), n (network)")
+    h.add_argument("--bios", metavar="FILE", default=None, help="firmware image (default: Debian's SeaBIOS)")
+    h.add_argument("--screenshot", metavar="FILE.png", default=None,
+                   help="write the guest's screen to this PNG when the run ends")
 
 
 def config_from_namespace(ns: argparse.Namespace) -> MachineConfig:
-    if not ns.kernel:
-        raise UsageError("no kernel given: use --kernel FILE")
+    drives = [parse_drive(d) for d in getattr(ns, "drive", [])]
+    if getattr(ns, "hvm", None):
+        drives.insert(0, DriveSpec(Path(ns.hvm)))
+    if getattr(ns, "cdrom", None):
+        drives.append(DriveSpec(Path(ns.cdrom), media="cdrom", readonly=True))
+    hvm = bool(drives) or bool(getattr(ns, "bios", None))
+    if hvm and ns.kernel:
+        raise UsageError("--kernel boots directly; it cannot be combined with --hvm, --cdrom or --drive")
+    if not ns.kernel and not hvm:
+        raise UsageError("no kernel given: use --kernel FILE (or --hvm DISK to boot through firmware)")
+    boot = getattr(ns, "boot", None)
+    if boot is None:
+        boot = "dc" if any(d.media == "cdrom" for d in drives) and not any(
+            d.media == "disk" for d in drives) else "cd"
+    if not boot or any(c not in "cdn" for c in boot):
+        raise UsageError(f"--boot {boot!r}: use the letters c (disk), d (CD-ROM) and n (network)")
+    place_drives(drives)
     try:
         cpus = int(ns.cpus)
     except ValueError:
@@ -109,7 +214,12 @@ def config_from_namespace(ns: argparse.Namespace) -> MachineConfig:
     memory = parse_memory(ns.memory)
     check_memory(memory)
     return MachineConfig(
-        kernel=Path(ns.kernel),
+        kernel=Path(ns.kernel) if ns.kernel else None,
+        hvm=hvm,
+        drives=drives,
+        boot_order=boot,
+        bios=Path(ns.bios) if getattr(ns, "bios", None) else None,
+        screenshot=Path(ns.screenshot) if getattr(ns, "screenshot", None) else None,
         initrds=[Path(p) for p in ns.initrd],
         append=ns.append,
         memory=memory,

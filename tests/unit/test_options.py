@@ -66,3 +66,32 @@ def test_boot_args():
 def test_boot_args_errors(argv):
     with pytest.raises(UsageError):
         parse_boot_args(argv)
+
+
+def test_hvm_options():
+    from kvmpy.options import place_drives
+
+    cfg = parse_boot_args(["--hvm", "disk.img", "--cdrom", "cd.iso",
+                           "--drive", "file=data.img,readonly=on", "--boot", "d"])
+    assert cfg.hvm and cfg.kernel is None and cfg.boot_order == "d"
+    placed = place_drives(cfg.drives)
+    assert placed[0].file.name == "disk.img" and not placed[0].readonly
+    assert placed[1].file.name == "data.img" and placed[1].readonly
+    assert placed[2].file.name == "cd.iso" and placed[2].media == "cdrom" and placed[2].readonly
+
+
+@pytest.mark.parametrize("argv", [
+    ["--hvm", "d.img", "--kernel", "k"],
+    ["--drive", "file=a.img,media=tape"],
+    ["--drive", "file=a.img,readonly=maybe"],
+    ["--drive", "file=a.img,index=7"],
+    ["--drive", "file=a.img,format=qcow2"],
+    ["--drive", "media=disk"],
+    ["--drive", "file=a.img,colour=blue"],
+    ["--hvm", "d.img", "--boot", "x"],
+    ["--drive", "file=a,index=0", "--drive", "file=b,index=0"],
+    ["--hvm", "a", "--drive", "file=b", "--drive", "file=c", "--drive", "file=d", "--drive", "file=e"],
+])
+def test_hvm_option_errors(argv):
+    with pytest.raises(UsageError):
+        parse_boot_args(argv)
