@@ -50,12 +50,15 @@ BENCH_PYTHON := $(VPY)
 BENCH_SETUP := setup firmware
 include bench/bench.mk
 
-run: setup firmware
+run: setup firmware $(FIRMWARE_BLOBS)
 	@if [ -e /sys/module/kvm_intel ] || [ -e /sys/module/kvm_amd ]; then \
 	  $(MAKE) --no-print-directory debian-images; fi
 	$(VENV)/bin/kvmpy run
 
-test: setup firmware
+# Debian's SeaBIOS and VGA BIOS: small, and the firmware tier needs them on every host
+FIRMWARE_BLOBS := build/debian/bios-256k.bin build/debian/vgabios-stdvga.bin
+
+test: setup firmware $(FIRMWARE_BLOBS)
 	@if [ -e /sys/module/kvm_intel ] || [ -e /sys/module/kvm_amd ]; then \
 	  $(MAKE) --no-print-directory debian-images; fi
 	$(VPY) -m pytest -q $(PYTEST_ARGS)

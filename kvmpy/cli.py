@@ -1,4 +1,4 @@
-"""``kvmpy boot | run | info``: the command line.
+"""``kvmpy boot | run | trace | info``: the command line (``trace`` lives in ``tracecli``).
 
 Every failure a user can cause (bad option, missing or corrupt file, no /dev/kvm, too much
 memory) is a ``KvmpyError``: it is printed as one sentence on stderr and the process exits with
@@ -17,6 +17,7 @@ from pathlib import Path
 from .errors import KvmpyError, UsageError
 from .events import GuestStop, StopReason
 from .options import _Parser, add_boot_options, config_from_namespace
+from .tracecli import add_trace_options, cmd_trace
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--memory", "-m", default="256M")
     r.add_argument("--cpus", "-c", default="2")
     r.set_defaults(func=cmd_run)
+    t = sub.add_parser("trace", help="boot a kernel and trace its VM exits: statistics, event files, "
+                       "timelines, Python hooks")
+    add_trace_options(t)
+    t.set_defaults(func=cmd_trace)
     i = sub.add_parser("info", help="report what this host's KVM offers")
     i.set_defaults(func=cmd_info)
     return p

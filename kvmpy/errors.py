@@ -87,3 +87,9 @@ class DmaFault(KvmpyError):
         self.reason = reason
         kind = "write" if write else "read"
         super().__init__(f"DMA {kind} of {length} bytes at {addr:#x} blocked: {reason}")
+
+
+class ScriptError(KvmpyError):
+    """A ``kvmpy trace --script`` file cannot be used: a syntax error, or it raised while loading."""
+
+    exit_status = 65  # EX_DATAERR: the file given is not usable, like a corrupt kernel image

@@ -19,7 +19,9 @@ class StopReason(enum.Enum):
     TRIPLE_FAULT = 4  # KVM_EXIT_SHUTDOWN: the CPU gave up
     HALTED = 6  # every vCPU halted with interrupts disabled: nothing can ever wake it
     DEBUG_EXIT = 1  # isa-debug-exit: status is (value << 1) | 1
-    USER = 8  # stopped from outside (Ctrl-A x, a signal, a tracer hook)
+    USER = 8  # stopped from outside (Ctrl-A x, a signal)
+    TRACE_STOP = 10  # a trace hook called ``event.stop()``, or a trace limit (--limit, --duration) ran out
+    HOOK_ERROR = 12  # a trace hook raised: the run stopped with the hook's traceback
     TIMEOUT = 124  # the run's time limit passed (the status timeout(1) uses)
     GUEST_ERROR = 71  # KVM could not go on (failed entry, emulation failure, internal error)
     VMM_ERROR = 70  # a bug in kvmpy itself
@@ -60,6 +62,9 @@ class RecordingStop(StopRequester):
 # --- exit events ---------------------------------------------------------------------------
 @dataclass(slots=True)
 class ExitEvent:
+    """What every exit event has; ``reason`` (a class default) names the kind: "io", "mmio",
+    "hlt", "shutdown", "system_event", "internal_error", "fail_entry" or "other"."""
+
     vcpu: int
     time: float  # time.perf_counter() at the exit
 
@@ -69,10 +74,22 @@ class IoExit(ExitEvent):
     port: int
     size: int
     is_write: bool
-    count: int
-    data: bytes | None = None  # what was written (out), or what the device answered (in)
-    device: str = ""
+    count: int  # elements: 1, or more for string I/O (``rep ins``/``rep outs``)
+    data: bytes | None = None  # what was written (out), or what the guest got (in; None until answered)
+    device: str = ""  # the name of the device whose range holds the port; "" when nobody owns it
     reason: str = "io"
+    insn: str = ""  # the instruction behind the exit, when a disassembler was asked for it
+
+    @property
+    def direction(self) -> str:
+        return "out" if self.is_write else "in"
+
+    @property
+    def value(self) -> int | None:
+        """The element written or read as an integer; None for string I/O and unanswered reads."""
+        if self.data is None or self.count != 1:
+            return None
+        return int.from_bytes(self.data, "little")
 
 
 @dataclass(slots=True)
@@ -80,9 +97,14 @@ class MmioExit(ExitEvent):
     addr: int
     size: int
     is_write: bool
-    value: int = 0
+    value: int | None = None  # what was written, or what the guest read (None until answered)
     device: str = ""
     reason: str = "mmio"
+    insn: str = ""
+
+    @property
+    def direction(self) -> str:
+        return "write" if self.is_write else "read"
 
 
 @dataclass(slots=True)

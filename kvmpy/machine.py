@@ -57,7 +57,7 @@ class Machine:
         _install_kick_handler()
         self.config = config
         self.lock = threading.Lock()
-        self.tracer = Tracer()
+        self.tracer = Tracer(self)
         self.pio = PioBus()
         self.mmio = MmioBus()
         self.stopping = False

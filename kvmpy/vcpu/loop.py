@@ -12,12 +12,15 @@ import errno
 import logging
 import struct
 import time
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from ..errors import KvmError
 from ..events import (
+    ExitEvent,
     FailEntryExit,
     GuestStop,
+    HltExit,
     InternalErrorExit,
     IoExit,
     MmioExit,
@@ -41,6 +44,9 @@ _MMIO = struct.Struct("<Q8sIB")  # phys_addr, data, len, is_write
 #: (offsets from the compiled header; the io fields are meaningless for other exits)
 _HEAD = struct.Struct(f"<{_REASON_OFF}xI{_IO_OFF - _REASON_OFF - 4}xBBHIQ")
 _RETRY = (-errno.EINTR, -errno.EAGAIN)
+_EXIT_IO = lib.KVM_EXIT_IO
+_EXIT_MMIO = lib.KVM_EXIT_MMIO
+_IO_OUT = lib.KVM_EXIT_IO_OUT
 
 EXIT_NAMES = {
     getattr(lib, n): n[len("KVM_EXIT_"):].lower()
@@ -115,7 +121,7 @@ class VcpuLoop:
                 exits += 1
                 reason, direction, size, port, count, data_off = head_unpack(runmm, 0)
                 if tracer.active:
-                    self._traced(reason)
+                    self._traced(reason, direction, size, port, count, data_off)
                 elif reason == exit_io:
                     if count == 1:
                         if direction == out_dir:
@@ -160,27 +166,115 @@ class VcpuLoop:
                 runmm[_MMIO_OFF + 8 : _MMIO_OFF + 8 + length] = value.to_bytes(length, "little")
         return value
 
-    def _traced(self, reason: int) -> None:
-        """The same dispatch as the fast path, with an event per exit for the tracer."""
-        tracer = self.machine.tracer
+    def _traced(self, reason: int, direction: int, size: int, port: int, count: int,
+                data_off: int) -> None:
+        """The same dispatch as the fast path, for a tracer that listens (the io fields come
+        from the fast path's one read of ``kvm_run``; they mean nothing for other exits).
+
+        The event is built *before* dispatch, so a hook can answer a read or drop a write
+        instead of the device; the listeners then get the completed event (the value the
+        guest got) and the time the device took, which excludes the tracer's own work. Hooks
+        run outside the device lock: a slow hook never blocks other vCPUs' devices. Port I/O
+        is inlined here because it is nearly every exit a traced guest makes."""
+        if reason != _EXIT_IO:
+            if reason == _EXIT_MMIO:
+                self._traced_mmio()
+            else:
+                self._other(reason)
+            return
+        m = self.machine
+        tracer = m.tracer
+        if tracer.hooked:
+            self._traced_io_hooked(direction, size, port, count, data_off)
+            return
+        # nobody can act on the access: dispatch exactly as the fast path does, then describe it
         runmm = self.vcpu.run_mmap
-        t0 = time.perf_counter()
-        if reason == lib.KVM_EXIT_IO:
-            _, direction, size, port, count, data_off = _HEAD.unpack_from(runmm, 0)
-            out = direction == lib.KVM_EXIT_IO_OUT
-            self._string_io(out, port, size, count, data_off)
-            data = runmm[data_off : data_off + size * count]
-            m_ = self.machine.pio.find(port)
-            tracer.emit(IoExit(self.index, t0, port, size, out, count, data, m_.name if m_ else ""),
-                        time.perf_counter() - t0)
-        elif reason == lib.KVM_EXIT_MMIO:
-            value = self._mmio()
-            addr, _, length, is_write = _MMIO.unpack_from(runmm, _MMIO_OFF)
-            m_ = self.machine.mmio.find(addr)
-            tracer.emit(MmioExit(self.index, t0, addr, length, bool(is_write), value,
-                                 m_.name if m_ else ""), time.perf_counter() - t0)
+        end = data_off + size * count
+        owner = m.pio.find(port)
+        t1 = perf_counter()
+        if count != 1:
+            self._string_io(direction == _IO_OUT, port, size, count, data_off)
+            data = runmm[data_off:end]
+        elif direction == _IO_OUT:
+            data = runmm[data_off:end]
+            with m.lock:
+                m.pio.write(port, size, int.from_bytes(data, "little"))
         else:
-            self._other(reason)
+            with m.lock:
+                value = m.pio.read(port, size)
+            data = value.to_bytes(size, "little")
+            runmm[data_off:end] = data
+        handling = perf_counter() - t1
+        ev = IoExit(self.index, t1, port, size, direction == _IO_OUT, count, data,
+                    owner.name if owner is not None else "")
+        if tracer.plain:
+            for fn in tracer.listeners:
+                fn(ev, handling)
+        else:
+            tracer.after(ev, handling, None)
+
+    def _traced_io_hooked(self, direction: int, size: int, port: int, count: int, data_off: int) -> None:
+        """Port I/O when hooks exist: the event first, then the hooks, then the device (unless
+        a hook answered or swallowed the access), then the completed event to the listeners."""
+        m = self.machine
+        tracer = m.tracer
+        runmm = self.vcpu.run_mmap
+        out = direction == _IO_OUT
+        end = data_off + size * count
+        owner = m.pio.find(port)
+        ev = IoExit(self.index, perf_counter(), port, size, out, count,
+                    runmm[data_off:end] if out else None, owner.name if owner is not None else "")
+        ctx = tracer.before(ev)
+        t1 = perf_counter()
+        if ctx is None or (ctx.answer_data is None and not ctx.swallowed):
+            if count != 1:
+                self._string_io(out, port, size, count, data_off)
+            elif out:
+                with m.lock:
+                    m.pio.write(port, size, int.from_bytes(ev.data, "little"))  # type: ignore[arg-type]
+            else:
+                with m.lock:
+                    value = m.pio.read(port, size)
+                runmm[data_off:end] = value.to_bytes(size, "little")
+        elif ctx.answer_data is not None:
+            runmm[data_off:end] = ctx.answer_data
+        handling = perf_counter() - t1
+        if not out:
+            ev.data = runmm[data_off:end]
+        tracer.after(ev, handling, ctx)
+
+    def _traced_mmio(self) -> None:
+        m = self.machine
+        tracer = m.tracer
+        runmm = self.vcpu.run_mmap
+        addr, data, length, is_write = _MMIO.unpack_from(runmm, _MMIO_OFF)
+        owner = m.mmio.find(addr)
+        ev = MmioExit(self.index, 0.0, addr, length, bool(is_write),
+                      int.from_bytes(data[:length], "little") if is_write else None,
+                      owner.name if owner is not None else "")
+        ctx = None
+        hooked = tracer.hooked
+        if hooked:
+            ev.time = perf_counter()
+            ctx = tracer.before(ev)
+        t1 = perf_counter()
+        if not hooked:
+            ev.time = t1
+        lo, hi = _MMIO_OFF + 8, _MMIO_OFF + 8 + length
+        if ctx is None or (ctx.answer_data is None and not ctx.swallowed):
+            if is_write:
+                with m.lock:
+                    m.mmio.write(addr, length, ev.value)  # type: ignore[arg-type]
+            else:
+                with m.lock:
+                    value = m.mmio.read(addr, length)
+                runmm[lo:hi] = value.to_bytes(length, "little")
+        elif ctx.answer_data is not None:
+            runmm[lo:hi] = ctx.answer_data
+        handling = perf_counter() - t1
+        if not is_write:
+            ev.value = int.from_bytes(runmm[lo:hi], "little")
+        tracer.after(ev, handling, ctx)
 
     def _other(self, reason: int) -> None:
         """The rare exits: everything here may be slow."""
@@ -210,7 +304,7 @@ class VcpuLoop:
                 f"KVM could not enter the guest (hardware reason {hw:#x})\n{register_dump(self.vcpu)}"))
         elif reason == lib.KVM_EXIT_HLT:
             # only without an in-kernel LAPIC; a halted CPU with nothing to wake it is the end
-            self._trace(OtherExit(self.index, now, reason, "hlt"))
+            self._trace(HltExit(self.index, now))
             regs = self.vcpu.get_regs()
             if not regs.rflags & (1 << 9):
                 m.request_stop(GuestStop.of(StopReason.HALTED, "the guest halted with interrupts off"))
@@ -223,7 +317,8 @@ class VcpuLoop:
                 StopReason.GUEST_ERROR,
                 f"unexpected KVM exit '{name}'\n{register_dump(self.vcpu)}"))
 
-    def _trace(self, event) -> None:
+    def _trace(self, event: ExitEvent) -> None:
+        """A rare exit, for a tracer that listens: hooks (which may stop or pause), listeners."""
         if self.machine.tracer.active:
             self.machine.tracer.emit(event, 0.0)
 
