@@ -13,6 +13,9 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 APT_PACKAGES := gcc binutils make acpica-tools
+# Debian's SeaBIOS and VGA BIOS: small, and the firmware tier needs them on every host
+FIRMWARE_BLOBS := build/debian/bios-256k.bin build/debian/vgabios-stdvga.bin
+
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := all
@@ -54,9 +57,6 @@ run: setup firmware $(FIRMWARE_BLOBS)
 	@if [ -e /sys/module/kvm_intel ] || [ -e /sys/module/kvm_amd ]; then \
 	  $(MAKE) --no-print-directory debian-images; fi
 	$(VENV)/bin/kvmpy run
-
-# Debian's SeaBIOS and VGA BIOS: small, and the firmware tier needs them on every host
-FIRMWARE_BLOBS := build/debian/bios-256k.bin build/debian/vgabios-stdvga.bin
 
 test: setup firmware $(FIRMWARE_BLOBS)
 	@if [ -e /sys/module/kvm_intel ] || [ -e /sys/module/kvm_amd ]; then \
