@@ -65,6 +65,10 @@ FW_CFG_DMA_PORT = 0x514  # 64-bit big-endian DMA address register, 0x514..0x51b
 PCI_CONFIG_ADDR_PORT = 0xCF8
 PCI_CONFIG_DATA_PORT = 0xCFC
 RESET_CONTROL_PORT = 0xCF9
+IDE0_PORT = 0x1F0  # primary channel command block (8 ports); control block at 0x3F6
+IDE0_CTL_PORT = 0x3F6
+IDE1_PORT = 0x170
+IDE1_CTL_PORT = 0x376
 ACPI_PM_BASE = 0x600  # PIIX4-style: PM1a_EVT 0x600, PM1a_CNT 0x604, PM_TMR 0x608
 ACPI_GPE0_BASE = 0xAFE0
 ACPI_GPE0_LEN = 4
@@ -77,6 +81,8 @@ IRQ_COM1 = 4
 IRQ_RTC = 8
 IRQ_ACPI_SCI = 9
 IRQ_MOUSE = 12
+IRQ_IDE0 = 14
+IRQ_IDE1 = 15
 IOAPIC_PINS = 24
 
 # --- CPU ---------------------------------------------------------------------------------

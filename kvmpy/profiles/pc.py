@@ -1,0 +1,188 @@
+"""The HVM PC: what an unmodified guest expects of a QEMU ``pc`` machine, booted by SeaBIOS.
+
+00:00.0 i440FX host bridge (PAM steers the 0xC0000-0xFFFFF shadow window), 00:01.0 PIIX3
+ISA bridge (PIRQ routing), 00:01.1 PIIX3 IDE, 00:01.3 PIIX4 ACPI PM, 00:02.0 std VGA with
+Debian's vgabios-stdvga as its ROM; on the ISA side COM1, the i8042, the CMOS RTC, fw_cfg with
+DMA and the debug-exit port; KVM's in-kernel PIC, IOAPIC, LAPICs and PIT. SeaBIOS (Debian's
+bios-256k.bin) is mapped at the top of 4 GiB and starts at the reset vector; the ACPI tables are
+kvmpy's own, handed over through fw_cfg's table-loader so SeaBIOS installs them unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import layout
+from ..acpi import build_tables
+from ..devices.acpi_pm import AcpiPm, ResetControl
+from ..devices.blockdev import open_cdrom, open_disk
+from ..devices.debug_exit import DebugExit
+from ..devices.fw_cfg import FwCfg, e820_table
+from ..devices.i8042 import I8042
+from ..devices.ide import CMD_BLOCK_LEN, CMD_BLOCK_SIZES, CTL_BLOCK_LEN, CTL_BLOCK_SIZES, AtaDisk, AtapiCdrom
+from ..devices.pci import (
+    I440FX_DEVFN,
+    PIIX3_IDE_DEVFN,
+    PIIX3_ISA_DEVFN,
+    PIIX4_PM_DEVFN,
+    I440fx,
+    PciBus,
+    Piix3Isa,
+    Piix4Pm,
+)
+from ..devices.pci.piix_ide import Piix3Ide
+from ..devices.rtc import CmosRtc
+from ..devices.serial import Serial16550
+from ..devices.vga import StdVga
+from ..devices.vga.pci import StdVgaPci
+from ..errors import MissingFileError, ResourceError
+from ..options import MachineConfig, place_drives
+from ..shadow import LegacyWindow
+
+if TYPE_CHECKING:
+    from ..machine import Machine
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BIOS = PROJECT_ROOT / "build" / "debian" / "bios-256k.bin"
+DEFAULT_VGABIOS = PROJECT_ROOT / "build" / "debian" / "vgabios-stdvga.bin"
+VGA_DEVFN = (2, 0)
+VGA_WINDOW = 0xA_0000
+VGA_WINDOW_LEN = 0x2_0000
+VGA_PORTS = 0x3B0
+VGA_PORTS_LEN = 0x30
+VBE_DISPI_PORT = 0x1CE
+#: The memory kvmpy gives KVM for itself (TSS, identity map) must never be RAM to the guest.
+KVM_PRIVATE = (layout.KVM_IDENTITY_MAP_ADDR, layout.KVM_TSS_ADDR + 3 * 4096)
+#: SeaBIOS's legacy boot order in CMOS (src/boot.c): nibbles 1 floppy, 2 disk, 3 CD-ROM, 4 network
+CMOS_BOOTFLAG1 = 0x38
+CMOS_BOOTFLAG2 = 0x3D
+_BOOT_NIBBLE = {"c": 2, "d": 3, "n": 4}
+#: Holes in the RAM memslots: the VGA window and the shadow segments are mapped separately.
+MEMORY_HOLES = ((VGA_WINDOW, 0x10_0000),)
+
+
+@dataclass
+class Prepared:
+    bios: bytes
+    vgabios: bytes
+    acpi_files: dict[str, bytes]
+
+
+def _read(path: Path, what: str, hint: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise MissingFileError(f"{what} {path} does not exist{hint}") from None
+    except OSError as e:
+        raise MissingFileError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+def prepare(config: MachineConfig) -> Prepared:
+    """Check every file and build the tables before KVM is touched."""
+    hint = " (run 'make' to fetch Debian's SeaBIOS)"
+    bios = _read(config.bios or DEFAULT_BIOS, "the firmware image", "" if config.bios else hint)
+    if len(bios) % 0x1_0000 or not 0x1_0000 <= len(bios) <= 0x100_0000:
+        raise ResourceError(f"the firmware image {config.bios or DEFAULT_BIOS} is {len(bios)} bytes: "
+                            "it must be a multiple of 64 KiB, at most 16 MiB")
+    vgabios = _read(DEFAULT_VGABIOS, "the VGA BIOS", hint)
+    for d in config.drives:
+        if not d.file.exists():
+            raise MissingFileError(f"the {d.media} image {d.file} does not exist")
+    place_drives(config.drives)
+    if config.cpus > layout.MAX_VCPUS_DEFAULT:
+        raise ResourceError(f"{config.cpus} vCPUs asked for, but kvmpy supports at most "
+                            f"{layout.MAX_VCPUS_DEFAULT} (8-bit xAPIC ids)")
+    tables = build_tables(cpus=config.cpus)
+    return Prepared(bios, vgabios, tables.loader_files())
+
+
+class _MachineStop:
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+
+    def request_stop(self, stop) -> None:
+        self.machine.request_stop(stop)
+
+
+def build(m: Machine, prep: Prepared) -> dict[str, Any]:
+    """Create the devices, place them on the buses and the PCI bus; return them by name."""
+    stop = _MachineStop(m)
+    devices: dict[str, Any] = {}
+    serial = Serial16550(m.irq_line(layout.IRQ_COM1), m.console_out.write)
+    m.pio.register(layout.COM1_PORT, 8, serial, "serial", sizes=(1,))
+    i8042 = I8042(m.irq_line(layout.IRQ_KEYBOARD), m.irq_line(layout.IRQ_MOUSE), stop)
+    m.pio.register(layout.I8042_DATA_PORT, 1, i8042.data_port, "i8042", sizes=(1,))
+    m.pio.register(layout.I8042_CMD_PORT, 1, i8042.command_port, "i8042", sizes=(1,))
+    rtc = CmosRtc(m.irq_line(layout.IRQ_RTC))
+    rtc.set_memory_info(m.memory.lowmem_size, m.memory.highmem_size, m.config.cpus)
+    order = [_BOOT_NIBBLE[c] for c in m.config.boot_order[:3]] + [0, 0, 0]
+    rtc.set_nvram(CMOS_BOOTFLAG2, order[0] | (order[1] << 4))
+    rtc.set_nvram(CMOS_BOOTFLAG1, (rtc.nvram(CMOS_BOOTFLAG1) & 0x0F) | (order[2] << 4))
+    m.pio.register(layout.RTC_PORT, 2, rtc, "rtc", sizes=(1,))
+    debug_exit = DebugExit(stop)
+    m.pio.register(layout.DEBUG_EXIT_PORT, 4, debug_exit, "debug-exit", sizes=(1, 2, 4))
+
+    fw_cfg = FwCfg(m.memory)
+    fw_cfg.set_cpus(m.config.cpus)
+    fw_cfg.set_ram_size(m.config.memory)
+    m.pio.register(layout.FW_CFG_PORT, FwCfg.LENGTH, fw_cfg, "fw_cfg", sizes=FwCfg.SIZES)
+    m.pio.register(layout.FW_CFG_DMA_PORT, fw_cfg.dma_port.LENGTH, fw_cfg.dma_port, "fw_cfg-dma",
+                   sizes=fw_cfg.dma_port.SIZES)
+    for name, data in prep.acpi_files.items():
+        fw_cfg.add_file(name, data)
+    e820 = [(0, m.memory.lowmem_size, 1)]
+    if m.memory.highmem_size:
+        e820.append((layout.HIGHMEM_START, m.memory.highmem_size, 1))
+    e820.append((KVM_PRIVATE[0], KVM_PRIVATE[1] - KVM_PRIVATE[0], 2))
+    fw_cfg.add_file("etc/e820", e820_table(e820))
+
+    # the shadow window and the BIOS ROM, steered by the host bridge's PAM registers
+    legacy = LegacyWindow(m.vm, m.memory, prep.bios, m.alloc_slots(14))
+    reset = ResetControl(stop)
+    pci = PciBus(m.pio, m.mmio, reset_control=reset, dma_provider=lambda rid: m.memory)
+    pci.register_ports()
+    host = I440fx(legacy.set_segment)
+    pci.place(*I440FX_DEVFN, host)
+    isa = Piix3Isa({irq: m.irq_line(irq) for irq in range(16)})
+    pci.place(*PIIX3_ISA_DEVFN, isa)
+    pci.set_intx_router(isa)
+    pm = AcpiPm(m.irq_line(layout.IRQ_ACPI_SCI), stop)
+    pci.place(*PIIX4_PM_DEVFN, Piix4Pm(pm))
+    m.pio.register(layout.ACPI_GPE0_BASE, pm.gpe0.LENGTH, pm.gpe0, "acpi-gpe0", sizes=pm.gpe0.SIZES)
+
+    vga = StdVga()
+    fb_slot = m.alloc_slots(1)
+    fb_addr = int(m.ffi_address(vga.framebuffer))
+
+    def map_framebuffer(addr: int | None) -> None:
+        m.vm.set_memory_region(fb_slot, 0, 0, 0)
+        if addr is not None:
+            m.vm.set_memory_region(fb_slot, addr, len(vga.framebuffer), fb_addr)
+
+    pci.place(*VGA_DEVFN, StdVgaPci(vga, prep.vgabios, map_framebuffer))
+    m.pio.register(VGA_PORTS, VGA_PORTS_LEN, vga.ports, "vga", sizes=vga.ports.SIZES)
+    m.pio.register(VBE_DISPI_PORT, vga.dispi.LENGTH, vga.dispi, "vbe", sizes=vga.dispi.SIZES)
+    m.mmio.register(VGA_WINDOW, VGA_WINDOW_LEN, vga.memory, "vga-window", sizes=vga.memory.SIZES)
+    # IDE: disks and CD-ROMs at QEMU's index positions, legacy ports, IRQs 14 and 15
+    drives: dict[int, Any] = {}
+    for index, spec in place_drives(m.config.drives).items():
+        if spec.media == "cdrom":
+            drives[index] = AtapiCdrom(open_cdrom(spec.file))
+        else:
+            drives[index] = AtaDisk(open_disk(spec.file, readonly=spec.readonly))
+    ide_fn = Piix3Ide([m.irq_line(layout.IRQ_IDE0), m.irq_line(layout.IRQ_IDE1)], drives)
+    pci.place(*PIIX3_IDE_DEVFN, ide_fn)
+    ide = ide_fn.ide
+    for ch, (cmd, ctl) in enumerate(((layout.IDE0_PORT, layout.IDE0_CTL_PORT),
+                                     (layout.IDE1_PORT, layout.IDE1_CTL_PORT))):
+        m.pio.register(cmd, CMD_BLOCK_LEN, ide.channels[ch], f"ide{ch}", sizes=CMD_BLOCK_SIZES)
+        m.pio.register(ctl, CTL_BLOCK_LEN, ide.channels[ch].control, f"ide{ch}-ctl",
+                       sizes=CTL_BLOCK_SIZES)
+    host.sync_memory()
+
+    devices.update(ide=ide, serial=serial, i8042=i8042, rtc=rtc, debug_exit=debug_exit, fw_cfg=fw_cfg,
+                   pci=pci, host_bridge=host, isa=isa, acpi_pm=pm, reset=reset, vga=vga,
+                   legacy=legacy)
+    return devices
