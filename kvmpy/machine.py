@@ -20,7 +20,7 @@ from .console import ConsoleInput, ConsoleOutput, IoThread, RawTerminal
 from .errors import KvmpyError, ResourceError
 from .events import GuestStop, StopReason
 from .hw.bus import MmioBus, PioBus
-from .hw.irq import CallbackIrqLine, IrqLine
+from .hw.irq import IrqLine, SharedIrq
 from .kvm import Kvm, VcpuFd, is_pvm_host
 from .memory import GuestMemory
 from .options import MachineConfig, parse_boot_args
@@ -66,9 +66,10 @@ class Machine:
         self._threads: list[threading.Thread] = []
         self._closed = False
 
-        from .profiles import microvm
+        from .profiles import microvm, pc
 
-        prepared = microvm.prepare(config)
+        self.profile = pc if config.hvm else microvm
+        prepared = self.profile.prepare(config)
         self.kvm = Kvm()
         max_cpus = min(self.kvm.max_vcpus(), layout.MAX_VCPUS_DEFAULT)
         if config.cpus > max_cpus:
@@ -78,7 +79,9 @@ class Machine:
         self.vm.set_tss_addr(layout.KVM_TSS_ADDR)
         self.vm.set_identity_map_addr(layout.KVM_IDENTITY_MAP_ADDR)
         self.memory = GuestMemory(config.memory)
-        self.memory.register(self.vm)
+        self.memory.register(self.vm, holes=getattr(self.profile, "MEMORY_HOLES", ()))
+        self._next_slot = self.memory.next_free_slot
+        self._shared_irqs: dict[int, SharedIrq] = {}
         self.vm.create_irqchip()
         self.vm.create_pit2()
         self.pvm = PvmCompleter(self.memory.read, self.memory.write) if is_pvm_host() else None
@@ -96,7 +99,7 @@ class Machine:
         self.input_fd = input_fd
         self.io = IoThread()
 
-        self.devices = microvm.build(self)
+        self.devices = microvm.build(self) if self.profile is microvm else pc.build(self, prepared)
         self.vcpus: list[VcpuFd] = []
         supported = self.kvm.supported_cpuid()
         for i in range(config.cpus):
@@ -105,12 +108,16 @@ class Machine:
             cpu_state.setup_msrs(v)
             cpu_state.setup_lapic(v)
             self.vcpus.append(v)
-        microvm.install(self, prepared)
-        self.boot = prepared.plan
-        for gpa, data in cpu_state.entry_memory(self.boot.entry.mode):
-            self.memory.write(gpa, data)
-        cpu_state.set_entry_state(self.vcpus[0], self.boot.entry.mode, self.boot.entry.rip,
-                                  dict(self.boot.entry.regs))
+        self.boot = None
+        if self.profile is microvm:
+            # direct boot: the kernel in RAM and the boot CPU in its entry mode; with firmware
+            # the vCPUs keep KVM's reset state and the BIOS starts at the reset vector
+            microvm.install(self, prepared)
+            self.boot = prepared.plan
+            for gpa, data in cpu_state.entry_memory(self.boot.entry.mode):
+                self.memory.write(gpa, data)
+            cpu_state.set_entry_state(self.vcpus[0], self.boot.entry.mode, self.boot.entry.rip,
+                                      dict(self.boot.entry.regs))
         self.loops = [VcpuLoop(self, v) for v in self.vcpus]
 
     @classmethod
@@ -120,9 +127,30 @@ class Machine:
 
     # -- interrupts ------------------------------------------------------------------------
     def irq_line(self, gsi: int) -> IrqLine:
-        """An IrqLine wired to a GSI of the in-kernel IOAPIC (and PIC, for ISA IRQs < 16)."""
-        vm = self.vm
-        return CallbackIrqLine(lambda level: vm.irq_line(gsi, level))
+        """A new input to a GSI of the in-kernel IOAPIC (and PIC, for ISA IRQs < 16).
+
+        KVM keeps one level per GSI, so every device that drives a GSI gets its own input of a
+        wired-OR: a PCI interrupt routed onto the SCI's line cannot pull it down behind the
+        PM block's back."""
+        shared = self._shared_irqs.get(gsi)
+        if shared is None:
+            vm = self.vm
+            shared = self._shared_irqs[gsi] = SharedIrq(lambda level: vm.irq_line(gsi, level))
+        return shared.input()
+
+    # -- memory slots ----------------------------------------------------------------------
+    def alloc_slots(self, count: int) -> int:
+        """Reserve ``count`` consecutive KVM memslot numbers; returns the first."""
+        first = self._next_slot
+        self._next_slot += count
+        return first
+
+    @staticmethod
+    def ffi_address(buffer) -> int:
+        """Host address of a writable buffer (an mmap) for a memslot; the buffer must outlive it."""
+        from .kvm import ffi
+
+        return int(ffi.cast("uintptr_t", ffi.from_buffer(buffer)))
 
     # -- running ---------------------------------------------------------------------------
     def run(self, timeout: float | None = None) -> GuestStop:

@@ -49,6 +49,7 @@ class LegacyWindow:
                              lib.KVM_MEM_READONLY)
         self._slots = {start: first_slot + 1 + i for i, (start, _) in enumerate(SEGMENTS)}
         self.state: dict[int, int] = {}
+        self._mapped: set[int] = set()
         self.next_free_slot = first_slot + 1 + len(SEGMENTS)
         for start, size in SEGMENTS:
             self.set_segment(start, size, read_ram=False, write_ram=False)
@@ -69,14 +70,18 @@ class LegacyWindow:
         if self.state.get(start) == state:
             return
         slot = self._slots[start]
-        self.vm.set_memory_region(slot, start, 0, 0)  # delete the old mapping first
+        if start in self._mapped:  # delete the old mapping first (KVM refuses to delete nothing)
+            self.vm.set_memory_region(slot, start, 0, 0)
+            self._mapped.discard(start)
         if state == 0:
             rom = self._rom_alias(start)
             if rom is not None:
                 self.vm.set_memory_region(slot, start, size, rom, lib.KVM_MEM_READONLY)
+                self._mapped.add(start)
         else:
             flags = 0 if write_ram else lib.KVM_MEM_READONLY
             self.vm.set_memory_region(slot, start, size, self.memory.host_address(start, size), flags)
+            self._mapped.add(start)
         self.state[start] = state
 
     def reset(self) -> None:

@@ -50,6 +50,54 @@ class CallbackIrqLine:
         self.level = False
 
 
+class SharedIrq:
+    """A wired-OR interrupt line: the output is high while any input is high.
+
+    KVM_IRQ_LINE keeps one level per GSI; two devices on one GSI (PCI INTx shared with an ISA
+    device, the SCI) would otherwise undo each other's level."""
+
+    def __init__(self, setter: Callable[[bool], None]) -> None:
+        self._set = setter
+        self._high: set[int] = set()
+        self._next = 0
+        self.level = False
+
+    def input(self) -> IrqLine:
+        n = self._next
+        self._next += 1
+        return _SharedInput(self, n)
+
+    def _drive(self, n: int, level: bool) -> None:
+        if level:
+            self._high.add(n)
+        else:
+            self._high.discard(n)
+        out = bool(self._high)
+        if out != self.level:
+            self.level = out
+            self._set(out)
+
+    def _pulse(self, n: int) -> None:
+        if self.level:
+            return  # a level source holds the line high: an edge now would be lost anyway
+        self._set(True)
+        self._set(False)
+
+
+class _SharedInput:
+    __slots__ = ("_line", "_n")
+
+    def __init__(self, line: SharedIrq, n: int) -> None:
+        self._line = line
+        self._n = n
+
+    def set_level(self, level: bool) -> None:
+        self._line._drive(self._n, bool(level))
+
+    def pulse(self) -> None:
+        self._line._pulse(self._n)
+
+
 class RecordingIrqLine:
     """An IrqLine for unit tests: keeps the current level and a history of transitions."""
 

@@ -156,10 +156,15 @@ def build(m: Machine, prep: Prepared) -> dict[str, Any]:
     fb_slot = m.alloc_slots(1)
     fb_addr = int(m.ffi_address(vga.framebuffer))
 
+    fb_mapped = [False]
+
     def map_framebuffer(addr: int | None) -> None:
-        m.vm.set_memory_region(fb_slot, 0, 0, 0)
+        if fb_mapped[0]:
+            m.vm.set_memory_region(fb_slot, 0, 0, 0)
+            fb_mapped[0] = False
         if addr is not None:
             m.vm.set_memory_region(fb_slot, addr, len(vga.framebuffer), fb_addr)
+            fb_mapped[0] = True
 
     pci.place(*VGA_DEVFN, StdVgaPci(vga, prep.vgabios, map_framebuffer))
     m.pio.register(VGA_PORTS, VGA_PORTS_LEN, vga.ports, "vga", sizes=vga.ports.SIZES)
