@@ -57,6 +57,7 @@ I8042_DATA_PORT = 0x60
 I8042_CMD_PORT = 0x64
 RTC_PORT = 0x70
 POST_PORT = 0x80
+PORT92 = 0x92  # system control port A: fast A20 and fast reset
 COM1_PORT = 0x3F8
 COM2_PORT = 0x2F8
 DEBUG_EXIT_PORT = 0xF4

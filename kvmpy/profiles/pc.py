@@ -33,6 +33,7 @@ from ..devices.pci import (
     Piix4Pm,
 )
 from ..devices.pci.piix_ide import Piix3Ide
+from ..devices.port92 import Port92
 from ..devices.rtc import CmosRtc
 from ..devices.serial import Serial16550
 from ..devices.vga import StdVga
@@ -121,6 +122,8 @@ def build(m: Machine, prep: Prepared) -> dict[str, Any]:
     rtc.set_nvram(CMOS_BOOTFLAG2, order[0] | (order[1] << 4))
     rtc.set_nvram(CMOS_BOOTFLAG1, (rtc.nvram(CMOS_BOOTFLAG1) & 0x0F) | (order[2] << 4))
     m.pio.register(layout.RTC_PORT, 2, rtc, "rtc", sizes=(1,))
+    port92 = Port92(stop)
+    m.pio.register(layout.PORT92, Port92.LENGTH, port92, "port92", sizes=Port92.SIZES)
     debug_exit = DebugExit(stop)
     m.pio.register(layout.DEBUG_EXIT_PORT, 4, debug_exit, "debug-exit", sizes=(1, 2, 4))
 
