@@ -281,6 +281,10 @@ class Machine:
         if self._closed:
             return
         self._closed = True
+        if "ide" in self.devices:
+            from .profiles.parts import close_drives
+
+            close_drives(self.devices["ide"])
         for v in self.vcpus:
             v.close()
         self.vm.close()

@@ -187,9 +187,11 @@ def config_from_namespace(ns: argparse.Namespace) -> MachineConfig:
         drives.insert(0, DriveSpec(Path(ns.hvm)))
     if getattr(ns, "cdrom", None):
         drives.append(DriveSpec(Path(ns.cdrom), media="cdrom", readonly=True))
-    hvm = bool(drives) or bool(getattr(ns, "bios", None))
-    if hvm and ns.kernel:
-        raise UsageError("--kernel boots directly; it cannot be combined with --hvm, --cdrom or --drive")
+    if ns.kernel and (getattr(ns, "hvm", None) or getattr(ns, "bios", None)):
+        raise UsageError("--kernel boots directly; it cannot be combined with --hvm or --bios")
+    # without a kernel, disks mean a PC booted by firmware; with one, they sit on a PCI IDE
+    # controller of the direct-boot machine (for kvmpy's own driver test programs)
+    hvm = not ns.kernel and (bool(drives) or bool(getattr(ns, "bios", None)))
     if not ns.kernel and not hvm:
         raise UsageError("no kernel given: use --kernel FILE (or --hvm DISK to boot through firmware)")
     boot = getattr(ns, "boot", None)

@@ -26,6 +26,7 @@ from ..devices.rtc import CmosRtc
 from ..devices.serial import Serial16550
 from ..errors import ResourceError, UsageError
 from ..options import MachineConfig
+from .parts import pci_host, place_ide
 
 if TYPE_CHECKING:
     from ..machine import Machine
@@ -60,7 +61,7 @@ def build(m: Machine) -> dict[str, Any]:
     gpe = pm.gpe0
     m.pio.register(layout.ACPI_GPE0_BASE, gpe.LENGTH, gpe, "acpi-gpe0", sizes=gpe.SIZES)
     reset = ResetControl(stop)
-    m.pio.register(layout.RESET_CONTROL_PORT, 1, reset, "reset-control", sizes=(1,))
+    reset_mapping = m.pio.register(layout.RESET_CONTROL_PORT, 1, reset, "reset-control", sizes=(1,))
 
     fw_cfg = FwCfg(m.memory)
     fw_cfg.set_cpus(m.config.cpus)
@@ -71,8 +72,15 @@ def build(m: Machine) -> dict[str, Any]:
 
     debug_exit = DebugExit(stop)
     m.pio.register(layout.DEBUG_EXIT_PORT, 4, debug_exit, "debug-exit", sizes=(1, 2, 4))
-    return {"serial": serial, "i8042": i8042, "rtc": rtc, "acpi_pm": pm, "gpe0": gpe,
-            "reset": reset, "fw_cfg": fw_cfg, "debug_exit": debug_exit}
+    devices = {"serial": serial, "i8042": i8042, "rtc": rtc, "acpi_pm": pm, "gpe0": gpe,
+               "reset": reset, "fw_cfg": fw_cfg, "debug_exit": debug_exit}
+    if m.config.drives:
+        # disks on a direct-boot machine: a PCI host bridge with the PIIX3 IDE function (RAM is
+        # plain RAM here, so the host bridge's PAM registers steer nothing)
+        m.pio.unregister(reset_mapping)
+        pci, host, isa = pci_host(m, reset, lambda *_: None)
+        devices.update(pci=pci, host_bridge=host, isa=isa, ide=place_ide(m, pci))
+    return devices
 
 
 @dataclass

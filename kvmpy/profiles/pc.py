@@ -17,22 +17,10 @@ from typing import TYPE_CHECKING, Any
 from .. import layout
 from ..acpi import build_tables
 from ..devices.acpi_pm import AcpiPm, ResetControl
-from ..devices.blockdev import open_cdrom, open_disk
 from ..devices.debug_exit import DebugExit
 from ..devices.fw_cfg import FwCfg, e820_table
 from ..devices.i8042 import I8042
-from ..devices.ide import CMD_BLOCK_LEN, CMD_BLOCK_SIZES, CTL_BLOCK_LEN, CTL_BLOCK_SIZES, AtaDisk, AtapiCdrom
-from ..devices.pci import (
-    I440FX_DEVFN,
-    PIIX3_IDE_DEVFN,
-    PIIX3_ISA_DEVFN,
-    PIIX4_PM_DEVFN,
-    I440fx,
-    PciBus,
-    Piix3Isa,
-    Piix4Pm,
-)
-from ..devices.pci.piix_ide import Piix3Ide
+from ..devices.pci import PIIX4_PM_DEVFN, Piix4Pm
 from ..devices.port92 import Port92
 from ..devices.rtc import CmosRtc
 from ..devices.serial import Serial16550
@@ -41,6 +29,7 @@ from ..devices.vga.pci import StdVgaPci
 from ..errors import MissingFileError, ResourceError
 from ..options import MachineConfig, place_drives
 from ..shadow import LegacyWindow
+from .parts import pci_host, place_ide
 
 if TYPE_CHECKING:
     from ..machine import Machine
@@ -144,13 +133,7 @@ def build(m: Machine, prep: Prepared) -> dict[str, Any]:
     # the shadow window and the BIOS ROM, steered by the host bridge's PAM registers
     legacy = LegacyWindow(m.vm, m.memory, prep.bios, m.alloc_slots(14))
     reset = ResetControl(stop)
-    pci = PciBus(m.pio, m.mmio, reset_control=reset, dma_provider=lambda rid: m.memory)
-    pci.register_ports()
-    host = I440fx(legacy.set_segment)
-    pci.place(*I440FX_DEVFN, host)
-    isa = Piix3Isa({irq: m.irq_line(irq) for irq in range(16)})
-    pci.place(*PIIX3_ISA_DEVFN, isa)
-    pci.set_intx_router(isa)
+    pci, host, isa = pci_host(m, reset, legacy.set_segment)
     pm = AcpiPm(m.irq_line(layout.IRQ_ACPI_SCI), stop)
     pci.place(*PIIX4_PM_DEVFN, Piix4Pm(pm))
     m.pio.register(layout.ACPI_GPE0_BASE, pm.gpe0.LENGTH, pm.gpe0, "acpi-gpe0", sizes=pm.gpe0.SIZES)
@@ -173,21 +156,7 @@ def build(m: Machine, prep: Prepared) -> dict[str, Any]:
     m.pio.register(VGA_PORTS, VGA_PORTS_LEN, vga.ports, "vga", sizes=vga.ports.SIZES)
     m.pio.register(VBE_DISPI_PORT, vga.dispi.LENGTH, vga.dispi, "vbe", sizes=vga.dispi.SIZES)
     m.mmio.register(VGA_WINDOW, VGA_WINDOW_LEN, vga.memory, "vga-window", sizes=vga.memory.SIZES)
-    # IDE: disks and CD-ROMs at QEMU's index positions, legacy ports, IRQs 14 and 15
-    drives: dict[int, Any] = {}
-    for index, spec in place_drives(m.config.drives).items():
-        if spec.media == "cdrom":
-            drives[index] = AtapiCdrom(open_cdrom(spec.file))
-        else:
-            drives[index] = AtaDisk(open_disk(spec.file, readonly=spec.readonly))
-    ide_fn = Piix3Ide([m.irq_line(layout.IRQ_IDE0), m.irq_line(layout.IRQ_IDE1)], drives)
-    pci.place(*PIIX3_IDE_DEVFN, ide_fn)
-    ide = ide_fn.ide
-    for ch, (cmd, ctl) in enumerate(((layout.IDE0_PORT, layout.IDE0_CTL_PORT),
-                                     (layout.IDE1_PORT, layout.IDE1_CTL_PORT))):
-        m.pio.register(cmd, CMD_BLOCK_LEN, ide.channels[ch], f"ide{ch}", sizes=CMD_BLOCK_SIZES)
-        m.pio.register(ctl, CTL_BLOCK_LEN, ide.channels[ch].control, f"ide{ch}-ctl",
-                       sizes=CTL_BLOCK_SIZES)
+    ide = place_ide(m, pci)
     host.sync_memory()
 
     devices.update(ide=ide, serial=serial, i8042=i8042, rtc=rtc, debug_exit=debug_exit, fw_cfg=fw_cfg,

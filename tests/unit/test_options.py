@@ -82,6 +82,7 @@ def test_hvm_options():
 
 @pytest.mark.parametrize("argv", [
     ["--hvm", "d.img", "--kernel", "k"],
+    ["--bios", "b.bin", "--kernel", "k"],
     ["--drive", "file=a.img,media=tape"],
     ["--drive", "file=a.img,readonly=maybe"],
     ["--drive", "file=a.img,index=7"],
@@ -95,3 +96,8 @@ def test_hvm_options():
 def test_hvm_option_errors(argv):
     with pytest.raises(UsageError):
         parse_boot_args(argv)
+
+
+def test_direct_boot_with_drives():
+    cfg = parse_boot_args(["--kernel", "k", "--drive", "file=d.img", "--cdrom", "c.iso"])
+    assert not cfg.hvm and len(cfg.drives) == 2

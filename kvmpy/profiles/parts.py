@@ -1,0 +1,71 @@
+"""Pieces both machine profiles place the same way: the PCI host and the IDE controller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .. import layout
+from ..devices.acpi_pm import ResetControl
+from ..devices.blockdev import open_cdrom, open_disk
+from ..devices.ide import (
+    CMD_BLOCK_LEN,
+    CMD_BLOCK_SIZES,
+    CTL_BLOCK_LEN,
+    CTL_BLOCK_SIZES,
+    AtaDisk,
+    AtapiCdrom,
+    Drive,
+    PiixIde,
+)
+from ..devices.pci import I440FX_DEVFN, PIIX3_IDE_DEVFN, PIIX3_ISA_DEVFN, I440fx, PciBus, Piix3Isa
+from ..devices.pci.piix_ide import Piix3Ide
+from ..options import place_drives
+
+if TYPE_CHECKING:
+    from ..machine import Machine
+
+
+def pci_host(m: Machine, reset: ResetControl,
+             pam_changed: Callable[[int, int, bool, bool], None]) -> tuple[PciBus, I440fx, Piix3Isa]:
+    """The PCI bus behind 0xCF8/0xCFC (0xCF9 to ``reset``), the i440FX host bridge and the PIIX3
+    ISA bridge that routes PCI interrupts onto ISA IRQs. Device DMA goes to guest RAM."""
+    pci = PciBus(m.pio, m.mmio, reset_control=reset, dma_provider=lambda rid: m.memory)
+    pci.register_ports()
+    host = I440fx(pam_changed)
+    pci.place(*I440FX_DEVFN, host)
+    isa = Piix3Isa({irq: m.irq_line(irq) for irq in range(16)})
+    pci.place(*PIIX3_ISA_DEVFN, isa)
+    pci.set_intx_router(isa)
+    return pci, host, isa
+
+
+def place_ide(m: Machine, pci: PciBus) -> PiixIde:
+    """The PIIX3 IDE function with the configured drives at QEMU's index positions, its channels
+    on the legacy ports and IRQs 14 and 15."""
+    drives: dict[int, Drive] = {}
+    for index, spec in place_drives(m.config.drives).items():
+        if spec.media == "cdrom":
+            drives[index] = AtapiCdrom(open_cdrom(spec.file))
+        else:
+            drives[index] = AtaDisk(open_disk(spec.file, readonly=spec.readonly))
+    fn = Piix3Ide([m.irq_line(layout.IRQ_IDE0), m.irq_line(layout.IRQ_IDE1)], drives)
+    pci.place(*PIIX3_IDE_DEVFN, fn)
+    ide = fn.ide
+    for ch, (cmd, ctl) in enumerate(((layout.IDE0_PORT, layout.IDE0_CTL_PORT),
+                                     (layout.IDE1_PORT, layout.IDE1_CTL_PORT))):
+        m.pio.register(cmd, CMD_BLOCK_LEN, ide.channels[ch], f"ide{ch}", sizes=CMD_BLOCK_SIZES)
+        m.pio.register(ctl, CTL_BLOCK_LEN, ide.channels[ch].control, f"ide{ch}-ctl",
+                       sizes=CTL_BLOCK_SIZES)
+    return ide
+
+
+def close_drives(ide: Any) -> None:
+    """Flush and close every backend (nothing the guest wrote may be lost at exit)."""
+    for ch in getattr(ide, "channels", ()):
+        for drive in ch.drives:
+            backend = getattr(drive, "backend", None)
+            if backend is not None:
+                if not backend.readonly:
+                    backend.flush()
+                backend.close()
