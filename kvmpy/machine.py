@@ -197,6 +197,8 @@ class Machine:
             self._halt_threads()
             for sig, handler in saved_handlers.items():
                 signal.signal(sig, handler)
+            if self.config.screenshot is not None:
+                self.screenshot(self.config.screenshot)
             if raw:
                 raw.__exit__(None, None, None)
         assert self._stop is not None
@@ -214,7 +216,20 @@ class Machine:
                 self.request_stop(GuestStop.of(StopReason.USER, f"terminated by {name}"))
 
             saved[sig] = signal.signal(sig, on_signal)
+        if self.config.screenshot is not None and "vga" in self.devices:
+            # SIGUSR2 while running: a screenshot now, to the same file (kill -USR2 PID)
+            path = self.config.screenshot
+            saved[signal.SIGUSR2] = signal.signal(signal.SIGUSR2, lambda *_: self.screenshot(path))
         return saved
+
+    def screenshot(self, path) -> bool:
+        """Write what the guest's screen shows to a PNG file; False when there is no display."""
+        vga = self.devices.get("vga")
+        if vga is None:
+            return False
+        with self.lock:
+            vga.screenshot(path)
+        return True
 
     def _tick_devices(self) -> None:
         """Devices without threads (RTC, PM timer) raise their timed interrupts when asked."""
