@@ -8,8 +8,12 @@
 #   make bench        builds the baselines and runs bench/run_bench.py, which writes its sections
 #                     of docs/performance.md (exit round trip always; boot to init only on a
 #                     hardware-assisted host: on a PVM-backed one the report says why it was skipped)
+#   make bench-trace  what tracing costs per exit (bench/trace_overhead.py): the exit-loop guest
+#                     under the loop without its tracer test, tracing off, --stats and --events;
+#                     writes its section of docs/performance.md
 # Knobs: BENCH_RUNS (runs of each, alternating; default 5), BENCH_EXITS (default 100000),
-#        BENCH_ARGS (more run_bench.py options, e.g. --no-write).
+#        BENCH_ARGS (more run_bench.py options, e.g. --no-write),
+#        TRACE_BENCH_RUNS (rounds of bench-trace; default 15).
 #
 # Outputs: build/bench/exitloop (C VMM), build/bench/exitloop-<N>.elf (multiboot guest making N
 # exits; the 1-exit one measures start-up, so the marginal exit rate can be separated from it).
@@ -28,9 +32,10 @@ BENCH_DIR := build/bench
 BENCH_RUNS ?= 5
 BENCH_EXITS ?= 100000
 BENCH_ARGS ?=
+TRACE_BENCH_RUNS ?= 15
 QEMU_SYSTEM ?= qemu-system-x86_64
 
-.PHONY: bench bench-deps bench-build
+.PHONY: bench bench-deps bench-build bench-trace
 
 bench-deps:
 	@command -v $(QEMU_SYSTEM) >/dev/null 2>&1 || { \
@@ -54,6 +59,11 @@ bench: bench-deps bench-build $(BENCH_SETUP)
 	$(BENCH_PYTHON) bench/run_bench.py --runs $(BENCH_RUNS) --exits $(BENCH_EXITS) \
 	    --exitloop $(BENCH_DIR)/exitloop --guest $(BENCH_DIR)/exitloop-$(BENCH_EXITS).elf \
 	    --guest-startup $(BENCH_DIR)/exitloop-1.elf --qemu $(QEMU_SYSTEM) $(BENCH_ARGS)
+
+# Tracing overhead needs no QEMU: only the 100k-exit guest (and kvmpy itself).
+bench-trace: $(BENCH_DIR)/exitloop-$(BENCH_EXITS).elf $(BENCH_SETUP)
+	$(BENCH_PYTHON) bench/trace_overhead.py --guest $(BENCH_DIR)/exitloop-$(BENCH_EXITS).elf \
+	    --runs $(TRACE_BENCH_RUNS) --write
 
 ifeq ($(words $(MAKEFILE_LIST)),2)
 # Used on its own (make -f bench/bench.mk): `make -f bench/bench.mk` runs the benchmarks.

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO if ns.verbose else logging.WARNING,
                             format="kvmpy: %(name)s: %(message)s")
         if not getattr(ns, "func", None):
-            raise UsageError("no command given: use 'kvmpy boot', 'kvmpy run' or 'kvmpy info' "
+            raise UsageError("no command given: use 'kvmpy boot', 'kvmpy run', 'kvmpy trace' or 'kvmpy info' "
                              "(see 'kvmpy --help')")
         return ns.func(ns)
     except KvmpyError as e:

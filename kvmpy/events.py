@@ -1,7 +1,8 @@
 """Decoded exit events, and the guest's requests to stop.
 
-The vCPU loop decodes each KVM exit once into one of these small objects; the tracer sees the
-same object the bus dispatch uses, so tracing never re-reads ``kvm_run``.
+When a tracer listens, the vCPU loop describes each KVM exit once as one of these small objects,
+from the same single read of ``kvm_run`` its dispatch uses; every hook and listener then sees
+that one object (see ``trace``). When nobody listens, none is built.
 """
 
 from __future__ import annotations

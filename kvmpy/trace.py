@@ -53,12 +53,20 @@ class Hook:
     def name(self) -> str:
         return getattr(self.fn, "__qualname__", None) or repr(self.fn)
 
+    @property
+    def where(self) -> str:
+        """``file line N`` of the hook's definition, for reports about it."""
+        code = getattr(self.fn, "__code__", None)
+        return f"{os.path.basename(code.co_filename)} line {code.co_firstlineno}" if code else "?"
+
 
 def user_traceback(exc: BaseException) -> str:
-    """The exception's traceback without kvmpy's own frames: what the hook's author wrote."""
+    """The exception's traceback without kvmpy's own frames: what the hook's author wrote
+    (empty when none of it is theirs, e.g. a bad return value, which the message explains)."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_PACKAGE_DIR)]
-    lines = ["Traceback (most recent call last):\n"] if frames else []
-    lines += traceback.format_list(frames)
+    if not frames:
+        return ""
+    lines = ["Traceback (most recent call last):\n"] + traceback.format_list(frames)
     lines += traceback.format_exception_only(type(exc), exc)
     return "".join(lines).rstrip("\n")
 
@@ -93,23 +101,29 @@ class Tracer:
         reason ("io", "mmio", "hlt", "shutdown", "system_event", "internal_error",
         "fail_entry", "other") or "exit" for every exit; keyword filters and ``filter`` (the
         ``--filter`` language) narrow it down (``tracefilter``)."""
+        f = self._filter(kind, filter, filters)  # a bad kind or filter fails here, not later
 
         def register(fn: F) -> F:
-            self.add_hook(fn, kind, filter, after=after, **filters)
+            self._add(Hook(fn, f, after))  # type: ignore[arg-type]
             return fn
 
         return register
 
     def add_hook(self, fn: HookFn, kind: str = "exit", filter: str | ExitFilter | None = None, *,
                  after: bool = False, **filters: object) -> Hook:
+        """``tracer.on`` without the decorator; returns the Hook (for ``remove``)."""
+        return self._add(Hook(fn, self._filter(kind, filter, filters), after))
+
+    @staticmethod
+    def _filter(kind: str, filter: str | ExitFilter | None, filters: dict[str, object]) -> ExitFilter:
         f = filter_from_kwargs(kind, **filters)
         if isinstance(filter, str):
-            f = f & parse_filter(filter)
-        elif filter is not None:
-            f = f & filter
-        hook = Hook(fn, f, after)
+            return f & parse_filter(filter)
+        return f if filter is None else f & filter
+
+    def _add(self, hook: Hook) -> Hook:
         with self._cond:
-            if after:
+            if hook.after:
                 self._after_hooks += (hook,)
             else:
                 self._hooks += (hook,)
@@ -237,8 +251,10 @@ class Tracer:
         self._failed = True
         with self._cond:
             self._resume.pop(event.vcpu, None)
-        message = (f"trace hook {hook.name} raised {type(exc).__name__}: {exc}\n"
-                   f"{user_traceback(exc)}")
+        message = f"trace hook {hook.name} ({hook.where}) raised {type(exc).__name__}: {exc}"
+        tb = user_traceback(exc)
+        if tb:
+            message += "\n" + tb
         if self.machine is not None:
             self.machine.request_stop(GuestStop.of(StopReason.HOOK_ERROR, message))
 
