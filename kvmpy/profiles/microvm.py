@@ -26,7 +26,6 @@ from ..devices.rtc import CmosRtc
 from ..devices.serial import Serial16550
 from ..errors import ResourceError, UsageError
 from ..options import MachineConfig
-from .parts import pci_host, place_ide
 
 if TYPE_CHECKING:
     from ..machine import Machine
@@ -42,7 +41,7 @@ class _MachineStop:
         self.machine.request_stop(stop)
 
 
-def build(m: Machine) -> dict[str, Any]:
+def build(m: Machine, prep: Prepared | None = None) -> dict[str, Any]:
     """Create the devices and place them on the buses; return them by name."""
     stop = _MachineStop(m)
     serial = Serial16550(m.irq_line(layout.IRQ_COM1), m.console_out.write)
@@ -77,6 +76,8 @@ def build(m: Machine) -> dict[str, Any]:
     if m.config.drives:
         # disks on a direct-boot machine: a PCI host bridge with the PIIX3 IDE function (RAM is
         # plain RAM here, so the host bridge's PAM registers steer nothing)
+        from .parts import pci_host, place_ide
+
         m.pio.unregister(reset_mapping)
         pci, host, isa = pci_host(m, reset, lambda *_: None)
         devices.update(pci=pci, host_bridge=host, isa=isa, ide=place_ide(m, pci))
