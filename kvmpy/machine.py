@@ -122,6 +122,12 @@ class Machine:
             cpu_state.set_entry_state(self.vcpus[0], self.boot.entry.mode, self.boot.entry.rip,
                                       dict(self.boot.entry.regs))
         self.loops = [VcpuLoop(self, v) for v in self.vcpus]
+        self.vnc = None
+        if config.display.startswith("vnc=") and "vga" in self.devices:
+            from .display import VncServer
+
+            self.vnc = VncServer(self.lock, self.devices["vga"], self.devices["i8042"], self.io,
+                                 config.display)
 
     @classmethod
     def from_args(cls, argv: list[str], **kwargs) -> Machine:
@@ -299,6 +305,8 @@ class Machine:
         if self._closed:
             return
         self._closed = True
+        if getattr(self, "vnc", None) is not None:
+            self.vnc.close()
         if "ide" in self.devices:
             from .profiles.parts import close_drives
 

@@ -177,6 +177,9 @@ def add_boot_options(p: argparse.ArgumentParser) -> None:
     h.add_argument("--boot", metavar="ORDER", default=None,
                    help="boot order as QEMU spells it: c (disk), d (CD-ROM), n (network)")
     h.add_argument("--bios", metavar="FILE", default=None, help="firmware image (default: Debian's SeaBIOS)")
+    h.add_argument("--display", metavar="none|vnc=HOST:PORT", default="none",
+                   help="serve the guest's screen and keyboard to VNC clients (e.g. vnc=127.0.0.1:5900 "
+                        "or vnc=:0)")
     h.add_argument("--screenshot", metavar="FILE.png", default=None,
                    help="write the guest's screen to this PNG when the run ends")
 
@@ -222,6 +225,7 @@ def config_from_namespace(ns: argparse.Namespace) -> MachineConfig:
         boot_order=boot,
         bios=Path(ns.bios) if getattr(ns, "bios", None) else None,
         screenshot=Path(ns.screenshot) if getattr(ns, "screenshot", None) else None,
+        display=_display(getattr(ns, "display", "none"), hvm),
         initrds=[Path(p) for p in ns.initrd],
         append=ns.append,
         memory=memory,
@@ -229,6 +233,19 @@ def config_from_namespace(ns: argparse.Namespace) -> MachineConfig:
         console=ns.console,
         timeout=timeout,
     )
+
+
+def _display(text: str, hvm: bool) -> str:
+    if text == "none":
+        return text
+    if not text.startswith("vnc="):
+        raise UsageError(f"--display {text!r}: use none or vnc=HOST:PORT")
+    if not hvm:
+        raise UsageError("--display needs a machine with a screen: use it with --hvm")
+    from .display import parse_address
+
+    parse_address(text)  # a malformed address is a usage error now, not when the guest runs
+    return text
 
 
 def boot_parser(prog: str = "kvmpy boot") -> argparse.ArgumentParser:
