@@ -408,25 +408,6 @@ lfb_band:
     jnz 1b
     ret
 
-/* enter_unreal: load FS with a flat 4 GiB data segment in protected mode and return to real
- * mode without reloading it, so FS keeps the 4 GiB limit (base 0). Interrupts must be off. */
-enter_unreal:
-    push %eax
-    push %bx
-    lgdt gdt_ptr
-    mov %cr0, %eax
-    or $1, %al
-    mov %eax, %cr0
-    jmp 1f
-1:  mov $0x08, %bx
-    mov %bx, %fs
-    and $0xFE, %al
-    mov %eax, %cr0
-    jmp 2f
-2:  pop %bx
-    pop %eax
-    ret
-
 gp_fault:
     PRINTLN "FAIL: #GP while writing the LFB through unreal mode"
     mov $EXIT_FAIL, %al
@@ -439,14 +420,6 @@ direct_text:
     .asciz "KVMPY DIRECT B800"
 ok_text:
     .asciz "INT10 OK\r\n"
-    .balign 8
-gdt:
-    .quad 0
-    .quad 0x00CF92000000FFFF    /* flat data: base 0, limit 4 GiB, writable */
-gdt_end:
-gdt_ptr:
-    .word gdt_end - gdt - 1
-    .long gdt
 
     .bss
     .balign 4

@@ -85,3 +85,35 @@ newline:
     call putc
     pop %ax
     ret
+
+/* enter_unreal: load FS with a flat 4 GiB data segment in protected mode and return to real
+ * mode without reloading it, so FS keeps the 4 GiB limit (base 0). Interrupts must be off. */
+    .globl enter_unreal
+enter_unreal:
+    push %eax
+    push %bx
+    lgdt unreal_gdt_ptr
+    mov %cr0, %eax
+    or $1, %al
+    mov %eax, %cr0
+    jmp 1f
+1:  mov $0x08, %bx
+    mov %bx, %fs
+    and $0xFE, %al
+    mov %eax, %cr0
+    jmp 2f
+2:  pop %bx
+    pop %eax
+    ret
+
+
+    .section .rodata
+    .balign 8
+unreal_gdt:
+    .quad 0
+    .quad 0x00CF92000000FFFF    /* flat data: base 0, limit 4 GiB, writable */
+unreal_gdt_end:
+unreal_gdt_ptr:
+    .word unreal_gdt_end - unreal_gdt - 1
+    .long unreal_gdt
+    .text

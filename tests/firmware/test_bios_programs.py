@@ -233,3 +233,21 @@ def test_int10_modes_text_and_pixels(hvm, bootsect, tmp_path: Path) -> None:
     cap = captures[0x30]
     assert (cap.mode.kind, cap.mode.cols) == ("text", 80), cap.mode
     assert cap.text[0].startswith("INT10 OK"), cap.text[:2]
+
+
+# -- ACPI poweroff ------------------------------------------------------------------------------
+
+
+def test_acpi_poweroff_through_seabios_tables(hvm, bootsect, tmp_path: Path) -> None:
+    """A boot sector finds the tables SeaBIOS installed from kvmpy's table-loader files (RSDP →
+    RSDT → FADT → DSDT's \\_S5), writes S5 to PM1a_CNT at the PIIX4 PM base SeaBIOS programmed,
+    and the machine powers off: exit status 0, as `poweroff` in a guest OS gives."""
+    disk = tmp_path / "acpioff.img"
+    make_disk(disk, 64 * SECTOR, bootsect("acpioff"))
+    h: HvmMachine = hvm("--hvm", str(disk), "--memory", "64M")
+    stop = h.run()
+    out = h.serial
+    assert "ACPI POWEROFF" in out, f"acpioff did not get to the write{h.report()}"
+    m = re.search(r"PM1a_CNT 0x([0-9a-f]{4}), S5 SLP_TYP 0x([0-9a-f]{2})", out, re.I)
+    assert m and int(m.group(1), 16) == 0x604 and int(m.group(2), 16) == 0
+    assert stop.status == 0, f"the machine did not power off{h.report()}"
