@@ -12,7 +12,7 @@
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-APT_PACKAGES := gcc binutils make acpica-tools
+APT_PACKAGES = gcc binutils make acpica-tools $(IMAGES_APT_PACKAGES)
 # Debian's SeaBIOS and VGA BIOS: small, and the firmware tier needs them on every host
 FIRMWARE_BLOBS := build/debian/bios-256k.bin build/debian/vgabios-stdvga.bin
 
@@ -48,6 +48,7 @@ firmware: deps
 images: debian-images
 
 include firmware/debian.mk
+include firmware/images.mk
 # benchmarks run kvmpy from the project's virtual environment
 BENCH_PYTHON := $(VPY)
 BENCH_SETUP := setup firmware

@@ -7,6 +7,7 @@
  *   fwait           -> no effect
  *   ldmxcsr/stmxcsr -> MXCSR round trip (CR4.OSFXSR set first, as an OS does)
  *   clac/stac       -> EFLAGS.AC cleared/set (only when CPUID says SMAP exists)
+ *   iret            -> same-privilege return: EIP, CS and EFLAGS (IF, a flag bit) from the stack
  * Prints "INSNS OK" and exits 0. */
 #include "fw.h"
 
@@ -95,6 +96,18 @@ int main(struct mb_info *info)
     } else {
         puts("insns: no SMAP on this CPU, clac/stac skipped");
     }
+    /* iret to the next instruction with CF set and the current CS, as an interrupt return does */
+    u32 cs, flags_after;
+    __asm__ volatile("movl %%cs, %0" : "=r"(cs));
+    __asm__ volatile(
+        "pushfl\n orl $1, (%%esp)\n"         /* EFLAGS with CF set */
+        "pushl %1\n pushl $1f\n iret\n"
+        "1: pushfl\n popl %0\n"
+        : "=r"(flags_after) : "r"(cs) : "cc", "memory");
+    if (!(flags_after & 1))
+        fail("iret: CF from the stack was not loaded (eflags 0x%x)", flags_after);
+    puts("insns: iret OK");
+
     puts("INSNS OK");
     return 0;
 }

@@ -5,7 +5,10 @@ code runs through KVM's instruction emulator, which returns ``KVM_EXIT_INTERNAL_
 ``KVM_INTERNAL_ERROR_EMULATION`` with the instruction bytes for a handful of instructions Linux
 executes (measured in ``shared/reference/pvm-host.md``). Where completing them in userspace is
 sound, this module does it: ``int3`` (RIP past it, #BP injected), ``popcnt``, ``clac``/``stac``,
-``fwait``, ``ldmxcsr``/``stmxcsr``. Nothing else: this is not an x86 interpreter. On VT-x/AMD-V
+``fwait``, ``ldmxcsr``/``stmxcsr``, and ``iret`` within one privilege level in 32/16-bit protected
+mode (syslinux and isolinux return from their own interrupt handlers that way; the emulator only
+does real-mode ``iret``). Anything beyond that (a privilege change, a task return, virtual-8086
+mode) is left alone. This is not an x86 interpreter. On VT-x/AMD-V
 hosts these exits never happen and the module is never consulted.
 """
 
@@ -62,7 +65,7 @@ class MemOperand:
 class Decoded:
     """One decoded instruction of the supported set."""
 
-    op: str  # "int3" | "popcnt" | "clac" | "stac" | "fwait" | "ldmxcsr" | "stmxcsr"
+    op: str  # "int3" | "popcnt" | "clac" | "stac" | "fwait" | "ldmxcsr" | "stmxcsr" | "iret"
     length: int
     opsize: int = 0  # operand size in bytes (popcnt)
     reg: str | None = None  # destination register (popcnt)
@@ -140,6 +143,9 @@ def decode(insn: bytes, mode_bits: int) -> Decoded | None:
         else:
             addr_bits = (16 if mode_bits == 32 else 32) if addr_prefix else mode_bits
         op = insn[pos]
+        if op == 0xCF and mode_bits != 64 and not rex:
+            size = 2 if (mode_bits == 16) != opsize_prefix else 4
+            return Decoded("iret", pos + 1, size)
         if op == 0xCC and pos == 0:
             return Decoded("int3", 1)
         if op == 0x9B and pos == 0:
@@ -178,6 +184,48 @@ def popcnt_result(src: int, size: int, old_dst: int, old_flags: int) -> tuple[in
     return dst, flags
 
 
+RFLAGS_IF = 1 << 9
+RFLAGS_IOPL = 3 << 12
+RFLAGS_NT = 1 << 14
+RFLAGS_VM = 1 << 17
+RFLAGS_VIF_VIP = (1 << 19) | (1 << 20)
+CR0_PE = 1
+
+
+def segment_from_descriptor(selector: int, desc: int) -> dict[str, int] | None:
+    """The hidden part of a segment register for an 8-byte GDT descriptor, as ``kvm_segment``
+    fields; None for a descriptor a same-privilege ``iret`` may not load into CS (not present,
+    not a code segment)."""
+    limit = (desc & 0xFFFF) | ((desc >> 32) & 0xF_0000)
+    base = ((desc >> 16) & 0xFF_FFFF) | ((desc >> 32) & 0xFF00_0000)
+    access = (desc >> 40) & 0xFF
+    flags = (desc >> 52) & 0xF
+    typ, s, dpl, present = access & 0xF, (access >> 4) & 1, (access >> 5) & 3, access >> 7
+    if not present or not s or not typ & 0x8:
+        return None
+    g = (flags >> 3) & 1
+    if g:
+        limit = (limit << 12) | 0xFFF
+    return {"selector": selector, "base": base, "limit": limit, "type": typ | 1, "s": 1, "dpl": dpl,
+            "present": 1, "avl": flags & 1, "l": (flags >> 1) & 1, "db": (flags >> 2) & 1, "g": g,
+            "unusable": 0}
+
+
+def iret_flags(old: int, popped: int, size: int, cpl: int) -> int:
+    """RFLAGS after a same-privilege protected-mode ``iret`` (Intel SDM vol. 2, IRET): IOPL only
+    changes at CPL 0, IF only where CPL <= IOPL, VM/VIF/VIP never here, bit 1 always set; a
+    16-bit ``iret`` replaces only the low 16 bits."""
+    keep = RFLAGS_VM | RFLAGS_VIF_VIP
+    if cpl > 0:
+        keep |= RFLAGS_IOPL
+    if cpl > (old & RFLAGS_IOPL) >> 12:
+        keep |= RFLAGS_IF
+    if size == 2:
+        keep |= ~0xFFFF & 0xFFFF_FFFF
+    new = (old & keep) | (popped & ~keep & 0xFFFF_FFFF)
+    return new | 0x2
+
+
 class PvmCompleter:
     """Completes the supported instructions for one VM; counts what it did for reports."""
 
@@ -200,6 +248,34 @@ class PvmCompleter:
                 out += self.read_gpa(gpa, chunk)
             done += chunk
         return bytes(out)
+
+    def _iret(self, vcpu, regs, sregs, size: int) -> bool:
+        """Same-privilege protected-mode ``iret``: pop EIP, CS, EFLAGS and load CS from the GDT.
+        False (nothing changed) for anything else: the run then stops with the report."""
+        if not sregs.cr0 & CR0_PE or regs.rflags & (RFLAGS_VM | RFLAGS_NT):
+            return False
+        cpl = sregs.cs.selector & 3
+        sp_mask = 0xFFFF_FFFF if sregs.ss.db else 0xFFFF
+        sp = regs.rsp & sp_mask
+        raw = self._linear(vcpu, sregs.ss.base + sp, 3 * size, False)
+        eip, cs, eflags = (int.from_bytes(raw[i * size : (i + 1) * size], "little") for i in range(3))
+        if cs & 3 != cpl or cs & 4 or (size == 4 and eflags & RFLAGS_VM):
+            return False  # privilege change, LDT selector or return to virtual-8086 mode
+        index = cs & ~7
+        if index + 7 > sregs.gdt.limit or index == 0:
+            return False
+        desc = int.from_bytes(self._linear(vcpu, sregs.gdt.base + index, 8, False), "little")
+        seg = segment_from_descriptor(cs, desc)
+        if seg is None or (seg["type"] & 0x4) == 0 and seg["dpl"] != cpl:
+            return False  # non-conforming code must have DPL == CPL
+        for field, value in seg.items():
+            setattr(sregs.cs, field, value)
+        vcpu.set_sregs(sregs)
+        regs.rip = eip & (0xFFFF if size == 2 else 0xFFFF_FFFF)
+        regs.rflags = iret_flags(regs.rflags, eflags, size, cpl)
+        regs.rsp = (regs.rsp & ~sp_mask) | ((sp + 3 * size) & sp_mask)
+        vcpu.set_regs(regs)
+        return True
 
     def complete(self, vcpu, insn: bytes) -> str | None:
         """Complete ``insn`` on ``vcpu`` (a VcpuFd) and return its name, or None to give up."""
@@ -239,6 +315,9 @@ class PvmCompleter:
                 regs.rflags = flags
                 regs.rip = next_rip
                 vcpu.set_regs(regs)
+            elif d.op == "iret":
+                if not self._iret(vcpu, regs, sregs, d.opsize):
+                    return None
             elif d.op in ("ldmxcsr", "stmxcsr"):
                 rv = {n: getattr(regs, n) for n in REG_NAMES}
                 ea = d.mem.resolve(rv, next_rip, {"fs": sregs.fs.base, "gs": sregs.gs.base})

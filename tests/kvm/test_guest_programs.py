@@ -93,7 +93,8 @@ def test_demo_batch_report(kvmpy_boot):
 
 
 def test_instructions_pvm_cannot_emulate(guest_program):
-    """int3, popcnt, fwait, ldmxcsr/stmxcsr and clac/stac give their architectural results: run
+    """int3, popcnt, fwait, ldmxcsr/stmxcsr, clac/stac and a protected-mode iret give their
+    architectural results: run
     natively on VT-x/AMD-V, completed by kvmpy where KVM is PVM-backed."""
     cfg = MachineConfig(kernel=Path(guest_program("insns")), memory=32 << 20, console="none")
     with Machine(cfg) as m:
@@ -105,5 +106,6 @@ def test_instructions_pvm_cannot_emulate(guest_program):
     if completed is not None:  # a PVM host: each of these went through kvmpy
         assert completed["int3"] == 1 and completed["popcnt"] == 3 and completed["fwait"] == 1
         assert completed["ldmxcsr"] == 1 and completed["stmxcsr"] == 1
+        assert completed["iret"] == 1
         if "clac/stac OK" in out:
             assert completed["clac"] == 1 and completed["stac"] == 1

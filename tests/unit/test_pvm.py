@@ -72,3 +72,38 @@ def test_popcnt_semantics():
     assert popcnt_result(0xFFFF_FFFF_0000_0001, 4, 0xFFFF_FFFF_FFFF_FFFF, 0)[0] == 1
     # 16-bit: the upper bits of the destination stay
     assert popcnt_result(0x3, 2, 0xAAAA_0000, 0)[0] == 0xAAAA_0002
+
+
+def test_iret_decode():
+    from kvmpy.vcpu.pvm import decode
+
+    d = decode(bytes.fromhex("cfc39090"), 32)
+    assert (d.op, d.length, d.opsize) == ("iret", 1, 4)
+    assert decode(bytes.fromhex("66cf"), 32).opsize == 2
+    assert decode(bytes.fromhex("cf"), 16).opsize == 2
+    assert decode(bytes.fromhex("66cf"), 16).opsize == 4
+    assert decode(bytes.fromhex("48cf"), 64) is None  # iretq: not ours
+    assert decode(bytes.fromhex("cf"), 64) is None
+
+
+def test_segment_from_descriptor():
+    from kvmpy.vcpu.pvm import segment_from_descriptor
+
+    code32 = segment_from_descriptor(0x20, 0x00CF9B000000FFFF)
+    assert code32["base"] == 0 and code32["limit"] == 0xFFFF_FFFF and code32["db"] == 1
+    assert code32["type"] == 0xB and code32["dpl"] == 0 and code32["g"] == 1
+    code16 = segment_from_descriptor(0x08, 0x00009A010000FFFF)  # base 0x10000, 64 KiB, 16-bit
+    assert code16["base"] == 0x10000 and code16["limit"] == 0xFFFF and code16["db"] == 0
+    assert segment_from_descriptor(0x10, 0x00CF93000000FFFF) is None  # data segment
+    assert segment_from_descriptor(0x20, 0x00CF1B000000FFFF) is None  # not present
+
+
+def test_iret_flags():
+    from kvmpy.vcpu.pvm import iret_flags
+
+    # CPL 0: IF and IOPL come from the stack; VM never
+    assert iret_flags(0x2, 0x3202 | (1 << 17), 4, 0) == 0x3202
+    # CPL 3 with IOPL 0: neither IF nor IOPL change
+    assert iret_flags(0x0202, 0x3002, 4, 3) == 0x0202 | 0x2
+    # 16-bit: the upper half stays
+    assert iret_flags(0x4_0002, 0x0246, 2, 0) == 0x4_0246
