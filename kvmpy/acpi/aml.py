@@ -14,7 +14,14 @@ bodies) are sequences of encoded terms.
 SeaBIOS parses the DSDT with a tiny parser of its own (src/fw/dsdt_parser.c) to learn which
 devices exist (e.g. it skips PS/2 set-up without a PNP0303 device); it understands the objects
 this module emits at namespace level (Scope, Device, Name with Byte/Word/DWord integers,
-strings, buffers and packages, Method) but not a QWord integer directly in a ``Name``.
+strings, buffers and packages, Method, OperationRegion, Field) but not a QWord integer directly
+in a ``Name``; keep statements (If, Store, ...) inside Method bodies, where it skips them whole.
+
+Statements and expressions (``if_``, ``store``, ``and_``, ``lequal``, ``create_dword_field``,
+...) take *operands*: an ``int`` is an Integer, ``bytes`` are already-encoded AML -- ``arg(n)``,
+``local(n)``, ``name_string(path)`` for a named object, or a nested expression. A ``str`` is a
+String, as for data objects; name a variable with ``name_string``. A *target* (where a result
+goes) is ``None`` for "nowhere" (NullName) or such encoded bytes.
 """
 
 from __future__ import annotations
@@ -51,6 +58,44 @@ __all__ = [
     "end_tag",
     "resource_template",
     "DataObject",
+    "arg",
+    "local",
+    "operation_region",
+    "field",
+    "call",
+    "if_",
+    "else_",
+    "store",
+    "add",
+    "subtract",
+    "and_",
+    "or_",
+    "shift_left",
+    "shift_right",
+    "increment",
+    "decrement",
+    "find_set_right_bit",
+    "land",
+    "lor",
+    "lnot",
+    "lequal",
+    "lgreater",
+    "lless",
+    "create_byte_field",
+    "create_word_field",
+    "create_dword_field",
+    "create_qword_field",
+    "REGION_SYSTEM_MEMORY",
+    "REGION_SYSTEM_IO",
+    "REGION_PCI_CONFIG",
+    "ACCESS_ANY",
+    "ACCESS_BYTE",
+    "ACCESS_WORD",
+    "ACCESS_DWORD",
+    "ACCESS_QWORD",
+    "UPDATE_PRESERVE",
+    "UPDATE_WRITE_AS_ONES",
+    "UPDATE_WRITE_AS_ZEROS",
 ]
 
 # --- Opcodes (ACPI 6.x §20.3) ----------------------------------------------------------------
@@ -74,6 +119,47 @@ ROOT_CHAR = 0x5C  # '\'
 PARENT_PREFIX_CHAR = 0x5E  # '^'
 NULL_NAME = 0x00
 RETURN_OP = 0xA4
+LOCAL0_OP = 0x60  # Local0-Local7: 0x60-0x67
+ARG0_OP = 0x68  # Arg0-Arg6: 0x68-0x6E
+STORE_OP = 0x70
+ADD_OP = 0x72
+SUBTRACT_OP = 0x74
+INCREMENT_OP = 0x75
+DECREMENT_OP = 0x76
+SHIFT_LEFT_OP = 0x79
+SHIFT_RIGHT_OP = 0x7A
+AND_OP = 0x7B
+OR_OP = 0x7D
+FIND_SET_RIGHT_BIT_OP = 0x82
+CREATE_DWORD_FIELD_OP = 0x8A
+CREATE_WORD_FIELD_OP = 0x8B
+CREATE_BYTE_FIELD_OP = 0x8C
+CREATE_QWORD_FIELD_OP = 0x8F
+LAND_OP = 0x90
+LOR_OP = 0x91
+LNOT_OP = 0x92
+LEQUAL_OP = 0x93
+LGREATER_OP = 0x94
+LLESS_OP = 0x95
+IF_OP = 0xA0
+ELSE_OP = 0xA1
+OP_REGION_OP = 0x80  # after EXT_OP_PREFIX
+FIELD_OP = 0x81  # after EXT_OP_PREFIX
+
+#: OperationRegion address spaces (ACPI 6.x §19.6.100, RegionSpace keywords).
+REGION_SYSTEM_MEMORY = 0x00
+REGION_SYSTEM_IO = 0x01
+REGION_PCI_CONFIG = 0x02
+
+#: Field flags (§19.6.48): access type in bits 0-3, LockRule in bit 4, UpdateRule in bits 5-6.
+ACCESS_ANY = 0
+ACCESS_BYTE = 1
+ACCESS_WORD = 2
+ACCESS_DWORD = 3
+ACCESS_QWORD = 4
+UPDATE_PRESERVE = 0
+UPDATE_WRITE_AS_ONES = 1
+UPDATE_WRITE_AS_ZEROS = 2
 
 DataObject = int | str | bytes
 
@@ -377,3 +463,193 @@ def resource_template(*descriptors: bytes, checksum: bool = True) -> bytes:
     """ResourceTemplate(){descriptors}: a Buffer of the descriptors and an EndTag."""
     body = b"".join(descriptors)
     return buffer(body + end_tag(body, checksum))
+
+
+# --- Method arguments and locals (§20.2.6.1-2) ---------------------------------------------------
+def arg(n: int) -> bytes:
+    """ArgN (0-6): a method's Nth argument, as an operand or a target."""
+    if not 0 <= n <= 6:
+        raise ValueError("methods have Arg0-Arg6")
+    return bytes([ARG0_OP + n])
+
+
+def local(n: int) -> bytes:
+    """LocalN (0-7): one of a method's eight local variables, as an operand or a target."""
+    if not 0 <= n <= 7:
+        raise ValueError("methods have Local0-Local7")
+    return bytes([LOCAL0_OP + n])
+
+
+def _target(target: bytes | None) -> bytes:
+    """A Target: NullName when the result is only returned, else a SuperName."""
+    return bytes([NULL_NAME]) if target is None else bytes(target)
+
+
+# --- Operation regions and fields (§20.2.5.2) -------------------------------------------------------
+def operation_region(path: str, space: int, offset: DataObject, length: DataObject) -> bytes:
+    """OperationRegion(path, space, offset, length): a window of an address space.
+
+    For ``REGION_PCI_CONFIG`` the function is the one whose ``_ADR`` the enclosing Device
+    names (on the bus of the enclosing PCI root bridge), the offset a config-space offset.
+    """
+    if not 0 <= space <= 0xFF:
+        raise ValueError(f"region space {space} is not a byte")
+    head = bytes([EXT_OP_PREFIX, OP_REGION_OP]) + name_string(path) + bytes([space])
+    return head + data(offset) + data(length)
+
+
+def field(
+    region: str,
+    *units: tuple[str | None, int],
+    access: int = ACCESS_BYTE,
+    lock: bool = False,
+    update: int = UPDATE_PRESERVE,
+) -> bytes:
+    """Field(region, access, Lock/NoLock, update){units}: named bit ranges of a region.
+
+    Each unit is ``(name, bits)``; a name of ``None`` is a reserved gap (what ASL's
+    ``Offset()`` and unnamed ``, bits`` entries compile to). The bit widths are written as
+    PkgLength encodings of the width itself, which is how the grammar encodes them.
+    """
+    if not 0 <= access <= 5 or not 0 <= update <= 2:
+        raise ValueError("field access type must be 0-5 and update rule 0-2")
+    flags = access | (0x10 if lock else 0) | (update << 5)
+    body = bytearray(name_string(region) + bytes([flags]))
+    for unit_name, bits in units:
+        if bits <= 0:
+            raise ValueError(f"field unit {unit_name!r} needs a positive width")
+        body += (name_seg(unit_name) if unit_name is not None else bytes([NULL_NAME])) + pkg_length(bits)
+    return bytes([EXT_OP_PREFIX, FIELD_OP]) + pkg(bytes(body))
+
+
+# --- Statements and expressions (§20.2.5.3-4) -----------------------------------------------------
+def call(path: str, *args: DataObject) -> bytes:
+    """Invoke method ``path`` with ``args``: in AML just its NameString and the arguments.
+
+    The parser learns how many arguments follow from the method's declaration, so the method
+    must exist in the namespace (or, for a table compiled separately, be declared External).
+    """
+    if len(args) > 7:
+        raise ValueError("a method takes at most 7 arguments")
+    return name_string(path) + b"".join(data(a) for a in args)
+
+
+def if_(predicate: DataObject, *terms: bytes) -> bytes:
+    """If(predicate){terms}: runs ``terms`` when the predicate is non-zero."""
+    return bytes([IF_OP]) + pkg(data(predicate) + _terms(terms))
+
+
+def else_(*terms: bytes) -> bytes:
+    """Else{terms}: must directly follow an ``if_`` in the same TermList."""
+    return bytes([ELSE_OP]) + pkg(_terms(terms))
+
+
+def store(source: DataObject, target: bytes) -> bytes:
+    """Store(source, target): converts to the target's type (e.g. truncates into a field)."""
+    return bytes([STORE_OP]) + data(source) + bytes(target)
+
+
+def _binary(op: int, a: DataObject, b: DataObject, target: bytes | None) -> bytes:
+    return bytes([op]) + data(a) + data(b) + _target(target)
+
+
+def add(a: DataObject, b: DataObject, target: bytes | None = None) -> bytes:
+    """Add(a, b, target)."""
+    return _binary(ADD_OP, a, b, target)
+
+
+def subtract(a: DataObject, b: DataObject, target: bytes | None = None) -> bytes:
+    """Subtract(a, b, target)."""
+    return _binary(SUBTRACT_OP, a, b, target)
+
+
+def and_(a: DataObject, b: DataObject, target: bytes | None = None) -> bytes:
+    """And(a, b, target): bitwise and."""
+    return _binary(AND_OP, a, b, target)
+
+
+def or_(a: DataObject, b: DataObject, target: bytes | None = None) -> bytes:
+    """Or(a, b, target): bitwise or."""
+    return _binary(OR_OP, a, b, target)
+
+
+def shift_left(a: DataObject, count: DataObject, target: bytes | None = None) -> bytes:
+    """ShiftLeft(a, count, target)."""
+    return _binary(SHIFT_LEFT_OP, a, count, target)
+
+
+def shift_right(a: DataObject, count: DataObject, target: bytes | None = None) -> bytes:
+    """ShiftRight(a, count, target)."""
+    return _binary(SHIFT_RIGHT_OP, a, count, target)
+
+
+def increment(target: bytes) -> bytes:
+    """Increment(target)."""
+    return bytes([INCREMENT_OP]) + bytes(target)
+
+
+def decrement(target: bytes) -> bytes:
+    """Decrement(target)."""
+    return bytes([DECREMENT_OP]) + bytes(target)
+
+
+def find_set_right_bit(operand: DataObject, target: bytes | None = None) -> bytes:
+    """FindSetRightBit(operand, target): 1 + the index of the lowest set bit, 0 if none.
+
+    What decodes an IRQ() descriptor's mask back into an IRQ number.
+    """
+    return bytes([FIND_SET_RIGHT_BIT_OP]) + data(operand) + _target(target)
+
+
+def land(a: DataObject, b: DataObject) -> bytes:
+    """LAnd(a, b): logical and (Ones or Zero)."""
+    return bytes([LAND_OP]) + data(a) + data(b)
+
+
+def lor(a: DataObject, b: DataObject) -> bytes:
+    """LOr(a, b): logical or."""
+    return bytes([LOR_OP]) + data(a) + data(b)
+
+
+def lnot(a: DataObject) -> bytes:
+    """LNot(a): logical not."""
+    return bytes([LNOT_OP]) + data(a)
+
+
+def lequal(a: DataObject, b: DataObject) -> bytes:
+    """LEqual(a, b)."""
+    return bytes([LEQUAL_OP]) + data(a) + data(b)
+
+
+def lgreater(a: DataObject, b: DataObject) -> bytes:
+    """LGreater(a, b)."""
+    return bytes([LGREATER_OP]) + data(a) + data(b)
+
+
+def lless(a: DataObject, b: DataObject) -> bytes:
+    """LLess(a, b)."""
+    return bytes([LLESS_OP]) + data(a) + data(b)
+
+
+def _create_field(op: int, source: DataObject, byte_index: DataObject, path: str) -> bytes:
+    return bytes([op]) + data(source) + data(byte_index) + name_string(path)
+
+
+def create_byte_field(source: DataObject, byte_index: DataObject, path: str) -> bytes:
+    """CreateByteField(source buffer, byte index, name)."""
+    return _create_field(CREATE_BYTE_FIELD_OP, source, byte_index, path)
+
+
+def create_word_field(source: DataObject, byte_index: DataObject, path: str) -> bytes:
+    """CreateWordField(source buffer, byte index, name): e.g. an IRQ() descriptor's mask at 1."""
+    return _create_field(CREATE_WORD_FIELD_OP, source, byte_index, path)
+
+
+def create_dword_field(source: DataObject, byte_index: DataObject, path: str) -> bytes:
+    """CreateDWordField(source buffer, byte index, name): e.g. an Interrupt() number at 5."""
+    return _create_field(CREATE_DWORD_FIELD_OP, source, byte_index, path)
+
+
+def create_qword_field(source: DataObject, byte_index: DataObject, path: str) -> bytes:
+    """CreateQWordField(source buffer, byte index, name)."""
+    return _create_field(CREATE_QWORD_FIELD_OP, source, byte_index, path)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import layout
 from ..acpi import build_tables
+from ..acpi.pc import pc_dsdt_terms
 from ..devices.acpi_pm import AcpiPm, ResetControl
 from ..devices.debug_exit import DebugExit
 from ..devices.fw_cfg import FwCfg, e820_table
@@ -84,7 +85,11 @@ def prepare(config: MachineConfig) -> Prepared:
     if config.cpus > layout.MAX_VCPUS_DEFAULT:
         raise ResourceError(f"{config.cpus} vCPUs asked for, but kvmpy supports at most "
                             f"{layout.MAX_VCPUS_DEFAULT} (8-bit xAPIC ids)")
-    tables = build_tables(cpus=config.cpus)
+    # the DSDT also describes PCI0 and the PIIX3's interrupt links, so an ACPI OS finds and
+    # routes PCI; the 32-bit window starts where RAM below 4 GiB ends, as on QEMU's pc
+    low = min(config.memory, layout.LOWMEM_LIMIT)
+    tables = build_tables(cpus=config.cpus,
+                          dsdt_extra=pc_dsdt_terms(pci_hole=(low, layout.PCI_MMIO_END)))
     return Prepared(bios, vgabios, tables.loader_files())
 
 
