@@ -19,41 +19,19 @@ from ..boot import load_kernel
 from ..boot.e820 import MemoryMap
 from ..boot.plan import BootPlan
 from ..devices.acpi_pm import AcpiPm, ResetControl
-from ..devices.debug_exit import DebugExit
-from ..devices.fw_cfg import FwCfg, e820_table
-from ..devices.i8042 import I8042
-from ..devices.rtc import CmosRtc
-from ..devices.serial import Serial16550
+from ..devices.fw_cfg import e820_table
 from ..errors import ResourceError, UsageError
 from ..options import MachineConfig
+from .isa import MachineStop, place_legacy_devices
 
 if TYPE_CHECKING:
     from ..machine import Machine
 
 
-class _MachineStop:
-    """Adapts the machine to the StopRequester interface devices use."""
-
-    def __init__(self, machine: Machine) -> None:
-        self.machine = machine
-
-    def request_stop(self, stop) -> None:
-        self.machine.request_stop(stop)
-
-
 def build(m: Machine, prep: Prepared | None = None) -> dict[str, Any]:
     """Create the devices and place them on the buses; return them by name."""
-    stop = _MachineStop(m)
-    serial = Serial16550(m.irq_line(layout.IRQ_COM1), m.console_out.write)
-    m.pio.register(layout.COM1_PORT, 8, serial, "serial", sizes=(1,))
-
-    i8042 = I8042(m.irq_line(layout.IRQ_KEYBOARD), m.irq_line(layout.IRQ_MOUSE), stop)
-    m.pio.register(layout.I8042_DATA_PORT, 1, i8042.data_port, "i8042", sizes=(1,))
-    m.pio.register(layout.I8042_CMD_PORT, 1, i8042.command_port, "i8042", sizes=(1,))
-
-    rtc = CmosRtc(m.irq_line(layout.IRQ_RTC))
-    rtc.set_memory_info(m.memory.lowmem_size, m.memory.highmem_size, m.config.cpus)
-    m.pio.register(layout.RTC_PORT, 2, rtc, "rtc", sizes=(1,))
+    stop = MachineStop(m)
+    devices = place_legacy_devices(m, stop)
 
     pm = AcpiPm(m.irq_line(layout.IRQ_ACPI_SCI), stop)
     m.pio.register(layout.ACPI_PM_BASE, AcpiPm.LENGTH, pm, "acpi-pm", sizes=(1, 2, 4))
@@ -62,17 +40,7 @@ def build(m: Machine, prep: Prepared | None = None) -> dict[str, Any]:
     reset = ResetControl(stop)
     reset_mapping = m.pio.register(layout.RESET_CONTROL_PORT, 1, reset, "reset-control", sizes=(1,))
 
-    fw_cfg = FwCfg(m.memory)
-    fw_cfg.set_cpus(m.config.cpus)
-    fw_cfg.set_ram_size(m.config.memory)
-    m.pio.register(layout.FW_CFG_PORT, FwCfg.LENGTH, fw_cfg, "fw_cfg", sizes=FwCfg.SIZES)
-    m.pio.register(layout.FW_CFG_DMA_PORT, fw_cfg.dma_port.LENGTH, fw_cfg.dma_port, "fw_cfg-dma",
-                   sizes=fw_cfg.dma_port.SIZES)
-
-    debug_exit = DebugExit(stop)
-    m.pio.register(layout.DEBUG_EXIT_PORT, 4, debug_exit, "debug-exit", sizes=(1, 2, 4))
-    devices = {"serial": serial, "i8042": i8042, "rtc": rtc, "acpi_pm": pm, "gpe0": gpe,
-               "reset": reset, "fw_cfg": fw_cfg, "debug_exit": debug_exit}
+    devices.update(acpi_pm=pm, gpe0=gpe, reset=reset)
     if m.config.drives:
         # disks on a direct-boot machine: a PCI host bridge with the PIIX3 IDE function (RAM is
         # plain RAM here, so the host bridge's PAM registers steer nothing)

@@ -18,18 +18,14 @@ from .. import layout
 from ..acpi import build_tables
 from ..acpi.pc import pc_dsdt_terms
 from ..devices.acpi_pm import AcpiPm, ResetControl
-from ..devices.debug_exit import DebugExit
-from ..devices.fw_cfg import FwCfg, e820_table
-from ..devices.i8042 import I8042
+from ..devices.fw_cfg import e820_table
 from ..devices.pci import PIIX4_PM_DEVFN, Piix4Pm
-from ..devices.port92 import Port92
-from ..devices.rtc import CmosRtc
-from ..devices.serial import Serial16550
 from ..devices.vga import StdVga
 from ..devices.vga.pci import StdVgaPci
 from ..errors import MissingFileError, ResourceError
 from ..options import MachineConfig, place_drives
 from ..shadow import LegacyWindow
+from .isa import MachineStop, place_legacy_devices
 from .parts import pci_host, place_ide
 
 if TYPE_CHECKING:
@@ -93,40 +89,14 @@ def prepare(config: MachineConfig) -> Prepared:
     return Prepared(bios, vgabios, tables.loader_files())
 
 
-class _MachineStop:
-    def __init__(self, machine: Machine) -> None:
-        self.machine = machine
-
-    def request_stop(self, stop) -> None:
-        self.machine.request_stop(stop)
-
-
 def build(m: Machine, prep: Prepared) -> dict[str, Any]:
     """Create the devices, place them on the buses and the PCI bus; return them by name."""
-    stop = _MachineStop(m)
-    devices: dict[str, Any] = {}
-    serial = Serial16550(m.irq_line(layout.IRQ_COM1), m.console_out.write)
-    m.pio.register(layout.COM1_PORT, 8, serial, "serial", sizes=(1,))
-    i8042 = I8042(m.irq_line(layout.IRQ_KEYBOARD), m.irq_line(layout.IRQ_MOUSE), stop)
-    m.pio.register(layout.I8042_DATA_PORT, 1, i8042.data_port, "i8042", sizes=(1,))
-    m.pio.register(layout.I8042_CMD_PORT, 1, i8042.command_port, "i8042", sizes=(1,))
-    rtc = CmosRtc(m.irq_line(layout.IRQ_RTC))
-    rtc.set_memory_info(m.memory.lowmem_size, m.memory.highmem_size, m.config.cpus)
+    stop = MachineStop(m)
+    devices = place_legacy_devices(m, stop)
+    rtc, fw_cfg = devices["rtc"], devices["fw_cfg"]
     order = [_BOOT_NIBBLE[c] for c in m.config.boot_order[:3]] + [0, 0, 0]
     rtc.set_nvram(CMOS_BOOTFLAG2, order[0] | (order[1] << 4))
     rtc.set_nvram(CMOS_BOOTFLAG1, (rtc.nvram(CMOS_BOOTFLAG1) & 0x0F) | (order[2] << 4))
-    m.pio.register(layout.RTC_PORT, 2, rtc, "rtc", sizes=(1,))
-    port92 = Port92(stop)
-    m.pio.register(layout.PORT92, Port92.LENGTH, port92, "port92", sizes=Port92.SIZES)
-    debug_exit = DebugExit(stop)
-    m.pio.register(layout.DEBUG_EXIT_PORT, 4, debug_exit, "debug-exit", sizes=(1, 2, 4))
-
-    fw_cfg = FwCfg(m.memory)
-    fw_cfg.set_cpus(m.config.cpus)
-    fw_cfg.set_ram_size(m.config.memory)
-    m.pio.register(layout.FW_CFG_PORT, FwCfg.LENGTH, fw_cfg, "fw_cfg", sizes=FwCfg.SIZES)
-    m.pio.register(layout.FW_CFG_DMA_PORT, fw_cfg.dma_port.LENGTH, fw_cfg.dma_port, "fw_cfg-dma",
-                   sizes=fw_cfg.dma_port.SIZES)
     for name, data in prep.acpi_files.items():
         fw_cfg.add_file(name, data)
     e820 = [(0, m.memory.lowmem_size, 1)]
@@ -164,7 +134,6 @@ def build(m: Machine, prep: Prepared) -> dict[str, Any]:
     ide = place_ide(m, pci)
     host.sync_memory()
 
-    devices.update(ide=ide, serial=serial, i8042=i8042, rtc=rtc, debug_exit=debug_exit, fw_cfg=fw_cfg,
-                   pci=pci, host_bridge=host, isa=isa, acpi_pm=pm, reset=reset, vga=vga,
+    devices.update(ide=ide, pci=pci, host_bridge=host, isa=isa, acpi_pm=pm, reset=reset, vga=vga,
                    legacy=legacy)
     return devices
