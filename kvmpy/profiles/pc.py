@@ -22,7 +22,7 @@ from ..devices.fw_cfg import e820_table
 from ..devices.pci import PIIX4_PM_DEVFN, Piix4Pm
 from ..devices.vga import StdVga
 from ..devices.vga.pci import StdVgaPci
-from ..errors import MissingFileError, ResourceError
+from ..errors import ImageError, MissingFileError, ResourceError
 from ..options import MachineConfig, place_drives
 from ..shadow import LegacyWindow
 from .isa import MachineStop, place_legacy_devices
@@ -71,7 +71,7 @@ def prepare(config: MachineConfig) -> Prepared:
     hint = " (run 'make' to fetch Debian's SeaBIOS)"
     bios = _read(config.bios or DEFAULT_BIOS, "the firmware image", "" if config.bios else hint)
     if len(bios) % 0x1_0000 or not 0x1_0000 <= len(bios) <= 0x100_0000:
-        raise ResourceError(f"the firmware image {config.bios or DEFAULT_BIOS} is {len(bios)} bytes: "
+        raise ImageError(f"the firmware image {config.bios or DEFAULT_BIOS} is {len(bios)} bytes: "
                             "it must be a multiple of 64 KiB, at most 16 MiB")
     vgabios = _read(DEFAULT_VGABIOS, "the VGA BIOS", hint)
     for d in config.drives:
