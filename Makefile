@@ -14,7 +14,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 APT_PACKAGES = gcc binutils make acpica-tools $(IMAGES_APT_PACKAGES)
 # Debian's SeaBIOS and VGA BIOS: small, and the firmware tier needs them on every host
-FIRMWARE_BLOBS := build/debian/bios-256k.bin build/debian/vgabios-stdvga.bin
+FIRMWARE_BLOBS := build/debian/bios-256k.bin build/debian/vgabios-stdvga.bin build/debian/pxe-e1000.rom
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -116,6 +116,17 @@ $(DEBIAN_DIR)/seabios/.unpacked:
 $(addprefix $(DEBIAN_DIR)/,$(SEABIOS_FILES)): $(DEBIAN_DIR)/seabios/.unpacked
 	cp $(DEBIAN_DIR)/seabios/usr/share/seabios/$(notdir $@) $@
 
+# iPXE's e1000 option ROM (ipxe-qemu), the NIC's expansion ROM for network boot (--boot n).
+$(DEBIAN_DIR)/pxe-e1000.rom:
+	@mkdir -p $(DEBIAN_DIR)
+	@set -e; \
+	echo "debian.mk: fetching ipxe-qemu"; \
+	$(call deb-fetch,ipxe-qemu,$(DEBIAN_DIR)/tmp-ipxe); \
+	rm -rf $(DEBIAN_DIR)/ipxe; \
+	dpkg-deb -x $(DEBIAN_DIR)/tmp-ipxe/*.deb $(DEBIAN_DIR)/ipxe; \
+	rm -rf $(DEBIAN_DIR)/tmp-ipxe; \
+	cp $(DEBIAN_DIR)/ipxe/usr/lib/ipxe/qemu/pxe-e1000.rom $@
+
 $(DEBIAN_DIR)/sample.bin: $(INITRAMFS_SRC)/mkinitramfs.py
 	@mkdir -p $(DEBIAN_DIR)
 	$(PYTHON) $(INITRAMFS_SRC)/mkinitramfs.py sample $@
