@@ -20,7 +20,7 @@ from .console import ConsoleInput, ConsoleOutput, IoThread, RawTerminal
 from .errors import KvmpyError, ResourceError
 from .events import GuestStop, StopReason
 from .hw.bus import MmioBus, PioBus
-from .hw.irq import IrqLine, SharedIrq
+from .hw.irq import IrqLine, MsiSender, SharedIrq
 from .kvm import Kvm, VcpuFd, is_pvm_host
 from .memory import GuestMemory
 from .options import MachineConfig, parse_boot_args
@@ -47,6 +47,14 @@ def _install_kick_handler() -> None:
                              "(it installs the vCPU kick signal handler)")
         signal.signal(KICK_SIGNAL, lambda *_: None)
     _kick_installed = True
+
+
+class _KvmMsi:
+    def __init__(self, vm) -> None:
+        self.vm = vm
+
+    def send(self, address: int, data: int) -> None:
+        self.vm.signal_msi(address, data)
 
 
 class Machine:
@@ -146,6 +154,11 @@ class Machine:
             vm = self.vm
             shared = self._shared_irqs[gsi] = SharedIrq(lambda level: vm.irq_line(gsi, level))
         return shared.input()
+
+    @property
+    def msi_sender(self) -> MsiSender:
+        """Delivers device MSIs through the in-kernel irqchip (KVM_SIGNAL_MSI)."""
+        return _KvmMsi(self.vm)
 
     # -- memory slots ----------------------------------------------------------------------
     def alloc_slots(self, count: int) -> int:

@@ -126,6 +126,41 @@ def place_drives(drives: list[DriveSpec]) -> dict[int, DriveSpec]:
     return placed
 
 
+KNOWN_DEVICES = ("edu",)
+
+
+@dataclass(frozen=True)
+class IommuSpec:
+    """``--iommu vtd[,aw=39|48][,caching-mode=on|off][,qi=on|off]``."""
+
+    kind: str = "vtd"
+    aw_bits: int = 39
+    caching_mode: bool = False
+    queued_invalidation: bool = True
+
+
+def parse_iommu(text: str) -> IommuSpec:
+    kind, _, rest = text.partition(",")
+    if kind != "vtd":
+        raise UsageError(f"--iommu {text!r}: the only IOMMU kvmpy models is vtd")
+    spec: dict = {}
+    for part in filter(None, rest.split(",")):
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise UsageError(f"--iommu {text!r}: {part!r} is not KEY=VALUE")
+        if key == "aw":
+            if value not in ("39", "48"):
+                raise UsageError(f"--iommu {text!r}: aw must be 39 or 48")
+            spec["aw_bits"] = int(value)
+        elif key in ("caching-mode", "qi"):
+            if value.lower() not in _BOOL:
+                raise UsageError(f"--iommu {text!r}: {key} must be on or off")
+            spec["caching_mode" if key == "caching-mode" else "queued_invalidation"] = _BOOL[value.lower()]
+        else:
+            raise UsageError(f"--iommu {text!r}: unknown key {key!r} (known: aw, caching-mode, qi)")
+    return IommuSpec(kind, **spec)
+
+
 @dataclass
 class MachineConfig:
     """What to build: every ``kvmpy boot`` option as a value."""
@@ -145,6 +180,8 @@ class MachineConfig:
     bios: Path | None = None
     screenshot: Path | None = None
     display: str = "none"
+    devices: list[str] = field(default_factory=list)  # extra PCI devices: "edu"
+    iommu: IommuSpec | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -168,6 +205,10 @@ def add_boot_options(p: argparse.ArgumentParser) -> None:
                    help="stop the guest after this many seconds (exit status 124)")
     p.add_argument("--console", choices=("stdio", "none"), default="stdio",
                    help="where the serial console goes (default: this terminal)")
+    p.add_argument("--device", metavar="NAME", action="append", default=[],
+                   help="add a PCI device: edu (QEMU's DMA test device)")
+    p.add_argument("--iommu", metavar="vtd[,aw=39|48][,caching-mode=on][,qi=off]", default=None,
+                   help="give the guest an Intel VT-d IOMMU (all device DMA is translated)")
     h = p.add_argument_group("PC with firmware (HVM)")
     h.add_argument("--hvm", metavar="DISK", default=None,
                    help="boot a disk image through SeaBIOS on an emulated PC (i440FX, IDE, VGA)")
@@ -218,7 +259,12 @@ def config_from_namespace(ns: argparse.Namespace) -> MachineConfig:
             raise UsageError(f"--timeout {ns.timeout!r} is not a number of seconds") from None
     memory = parse_memory(ns.memory)
     check_memory(memory)
+    for d in getattr(ns, "device", []):
+        if d not in KNOWN_DEVICES:
+            raise UsageError(f"--device {d!r}: unknown device (known: {', '.join(KNOWN_DEVICES)})")
     return MachineConfig(
+        devices=list(getattr(ns, "device", [])),
+        iommu=parse_iommu(ns.iommu) if getattr(ns, "iommu", None) else None,
         kernel=Path(ns.kernel) if ns.kernel else None,
         hvm=hvm,
         drives=drives,

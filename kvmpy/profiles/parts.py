@@ -60,6 +60,24 @@ def place_ide(m: Machine, pci: PciBus) -> PiixIde:
     return ide
 
 
+EDU_DEVFN = (4, 0)
+
+
+def place_extra_devices(m: Machine, pci: PciBus) -> dict[str, Any]:
+    """The PCI devices asked for with ``--device`` (QEMU's edu DMA test device), with MSI
+    delivered through the in-kernel irqchip."""
+    placed: dict[str, Any] = {}
+    for name in m.config.devices:
+        if name == "edu":
+            from ..devices.edu import Edu
+
+            edu = Edu()
+            edu.msi_sender = m.msi_sender
+            pci.place(*EDU_DEVFN, edu)
+            placed["edu"] = edu
+    return placed
+
+
 def close_drives(ide: Any) -> None:
     """Flush and close every backend (nothing the guest wrote may be lost at exit)."""
     for ch in getattr(ide, "channels", ()):

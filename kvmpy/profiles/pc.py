@@ -26,7 +26,7 @@ from ..errors import ImageError, MissingFileError, ResourceError
 from ..options import MachineConfig, place_drives
 from ..shadow import LegacyWindow
 from .isa import MachineStop, place_legacy_devices
-from .parts import pci_host, place_ide
+from .parts import pci_host, place_extra_devices, place_ide
 
 if TYPE_CHECKING:
     from ..machine import Machine
@@ -132,6 +132,7 @@ def build(m: Machine, prep: Prepared) -> dict[str, Any]:
     m.pio.register(VBE_DISPI_PORT, vga.dispi.LENGTH, vga.dispi, "vbe", sizes=vga.dispi.SIZES)
     m.mmio.register(VGA_WINDOW, VGA_WINDOW_LEN, vga.memory, "vga-window", sizes=vga.memory.SIZES)
     ide = place_ide(m, pci)
+    devices.update(place_extra_devices(m, pci))
     host.sync_memory()
 
     devices.update(ide=ide, pci=pci, host_bridge=host, isa=isa, acpi_pm=pm, reset=reset, vga=vga,
