@@ -44,12 +44,15 @@ def build(m: Machine, prep: Prepared | None = None) -> dict[str, Any]:
     if m.config.drives or m.config.devices or m.config.iommu:
         # PCI devices on a direct-boot machine: a PCI host bridge, the PIIX3 IDE function and
         # what --device asked for (RAM is plain RAM here: the PAM registers steer nothing)
-        from .parts import pci_host, place_extra_devices, place_ide
+        from .parts import pci_host, place_extra_devices, place_ide, place_iommu
 
         m.pio.unregister(reset_mapping)
         pci, host, isa = pci_host(m, reset, lambda *_: None)
         devices.update(pci=pci, host_bridge=host, isa=isa, ide=place_ide(m, pci))
         devices.update(place_extra_devices(m, pci))
+        iommu = place_iommu(m, pci)
+        if iommu is not None:
+            devices["iommu"] = iommu
     return devices
 
 
@@ -69,7 +72,9 @@ def prepare(config: MachineConfig) -> Prepared:
     if config.cpus > layout.MAX_VCPUS_DEFAULT:
         raise ResourceError(f"{config.cpus} vCPUs asked for, but kvmpy supports at most "
                             f"{layout.MAX_VCPUS_DEFAULT} (8-bit xAPIC ids)")
-    tables = build_tables(cpus=config.cpus)
+    from .parts import iommu_tables
+
+    tables = build_tables(cpus=config.cpus, extra_tables=iommu_tables(config))
     blob, rsdp = layout_tables(tables, layout.ACPI_TABLES_ADDR)
     if layout.ACPI_TABLES_ADDR + len(blob) > layout.ACPI_TABLES_END:
         raise ResourceError(f"the ACPI tables for {config.cpus} vCPUs do not fit below 1 MiB")

@@ -26,10 +26,36 @@ if TYPE_CHECKING:
     from ..machine import Machine
 
 
+def iommu_tables(config) -> list:
+    """The extra ACPI tables the IOMMU needs (its DMAR), for the profiles' table builders."""
+    if config.iommu is None:
+        return []
+    from ..iommu import Dmar
+
+    # the IOAPIC's id is the CPU count (kvmpy's MADT numbers the CPUs from 0)
+    return [Dmar(config.iommu.aw_bits, ioapic_id=config.cpus)]
+
+
+def place_iommu(m: Machine, pci: PciBus) -> Any:
+    """With ``--iommu vtd``: the VT-d register block at its MMIO address, and every PCI
+    function's DMA through the IOMMU's translated view of that requester."""
+    spec = m.config.iommu
+    if spec is None:
+        return None
+    from ..iommu import VTD_ACCESS_SIZES, VTD_MMIO_SIZE, IntelIommu
+
+    iommu = IntelIommu(m.memory, m.msi_sender, aw_bits=spec.aw_bits, caching_mode=spec.caching_mode,
+                       queued_invalidation=spec.queued_invalidation)
+    m.mmio.register(layout.VTD_BASE, VTD_MMIO_SIZE, iommu, "vt-d", sizes=VTD_ACCESS_SIZES)
+    pci.set_dma_provider(iommu.dma_space)
+    return iommu
+
+
 def pci_host(m: Machine, reset: ResetControl,
              pam_changed: Callable[[int, int, bool, bool], None]) -> tuple[PciBus, I440fx, Piix3Isa]:
     """The PCI bus behind 0xCF8/0xCFC (0xCF9 to ``reset``), the i440FX host bridge and the PIIX3
-    ISA bridge that routes PCI interrupts onto ISA IRQs. Device DMA goes to guest RAM."""
+    ISA bridge that routes PCI interrupts onto ISA IRQs. Device DMA goes to guest RAM (or, once
+    ``place_iommu`` ran, through the IOMMU)."""
     pci = PciBus(m.pio, m.mmio, reset_control=reset, dma_provider=lambda rid: m.memory)
     pci.register_ports()
     host = I440fx(pam_changed)

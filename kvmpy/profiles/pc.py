@@ -26,7 +26,7 @@ from ..errors import ImageError, MissingFileError, ResourceError
 from ..options import MachineConfig, place_drives
 from ..shadow import LegacyWindow
 from .isa import MachineStop, place_legacy_devices
-from .parts import pci_host, place_extra_devices, place_ide
+from .parts import iommu_tables, pci_host, place_extra_devices, place_ide, place_iommu
 
 if TYPE_CHECKING:
     from ..machine import Machine
@@ -84,7 +84,7 @@ def prepare(config: MachineConfig) -> Prepared:
     # the DSDT also describes PCI0 and the PIIX3's interrupt links, so an ACPI OS finds and
     # routes PCI; the 32-bit window starts where RAM below 4 GiB ends, as on QEMU's pc
     low = min(config.memory, layout.LOWMEM_LIMIT)
-    tables = build_tables(cpus=config.cpus,
+    tables = build_tables(cpus=config.cpus, extra_tables=iommu_tables(config),
                           dsdt_extra=pc_dsdt_terms(pci_hole=(low, layout.PCI_MMIO_END)))
     return Prepared(bios, vgabios, tables.loader_files())
 
@@ -133,6 +133,9 @@ def build(m: Machine, prep: Prepared) -> dict[str, Any]:
     m.mmio.register(VGA_WINDOW, VGA_WINDOW_LEN, vga.memory, "vga-window", sizes=vga.memory.SIZES)
     ide = place_ide(m, pci)
     devices.update(place_extra_devices(m, pci))
+    iommu = place_iommu(m, pci)
+    if iommu is not None:
+        devices["iommu"] = iommu
     host.sync_memory()
 
     devices.update(ide=ide, pci=pci, host_bridge=host, isa=isa, acpi_pm=pm, reset=reset, vga=vga,
