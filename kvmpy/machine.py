@@ -109,6 +109,7 @@ class Machine:
                 input_fd = None
         self.input_fd = input_fd
         self.io = IoThread()
+        self.net_backends: list = []
 
         self.devices = profile.build(self, prepared)
         self.vcpus: list[VcpuFd] = []
@@ -320,6 +321,8 @@ class Machine:
         self._closed = True
         if getattr(self, "vnc", None) is not None:
             self.vnc.close()
+        for backend in getattr(self, "net_backends", []):
+            backend.close()
         if "ide" in self.devices:
             from .profiles.parts import close_drives
 

@@ -181,6 +181,7 @@ class MachineConfig:
     screenshot: Path | None = None
     display: str = "none"
     devices: list[str] = field(default_factory=list)  # extra PCI devices: "edu"
+    nets: list = field(default_factory=list)  # kvmpy.net.NetSpec, one e1000 each
     iommu: IommuSpec | None = None
 
 
@@ -205,6 +206,9 @@ def add_boot_options(p: argparse.ArgumentParser) -> None:
                    help="stop the guest after this many seconds (exit status 124)")
     p.add_argument("--console", choices=("stdio", "none"), default="stdio",
                    help="where the serial console goes (default: this terminal)")
+    p.add_argument("--net", metavar="SPEC", action="append", default=[],
+                   help="an e1000 NIC: tap,ifname=NAME[,mac=..] | socket,listen=PATH | "
+                        "socket,connect=PATH | socket,udp=LOCAL:REMOTE | none (repeatable)")
     p.add_argument("--device", metavar="NAME", action="append", default=[],
                    help="add a PCI device: edu (QEMU's DMA test device)")
     p.add_argument("--iommu", metavar="vtd[,aw=39|48][,caching-mode=on][,qi=off]", default=None,
@@ -262,7 +266,13 @@ def config_from_namespace(ns: argparse.Namespace) -> MachineConfig:
     for d in getattr(ns, "device", []):
         if d not in KNOWN_DEVICES:
             raise UsageError(f"--device {d!r}: unknown device (known: {', '.join(KNOWN_DEVICES)})")
+    nets = []
+    if getattr(ns, "net", None):
+        from .net.options import parse_nets
+
+        nets = parse_nets(ns.net)
     return MachineConfig(
+        nets=nets,
         devices=list(getattr(ns, "device", [])),
         iommu=parse_iommu(ns.iommu) if getattr(ns, "iommu", None) else None,
         kernel=Path(ns.kernel) if ns.kernel else None,

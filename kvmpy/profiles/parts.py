@@ -104,6 +104,35 @@ def place_extra_devices(m: Machine, pci: PciBus) -> dict[str, Any]:
     return placed
 
 
+#: PCI slots for the NICs, in --net order (00:03.0 is where QEMU's pc puts the first one)
+NIC_SLOTS = (3, 5, 6, 7, 8, 9, 10, 11)
+
+
+def place_nics(m: Machine, pci: PciBus, rom: bytes | None = None) -> dict[str, Any]:
+    """One e1000 per --net, each joined to its backend: frames the guest sends go to the
+    backend from the vCPU thread without blocking; frames from the host arrive on the I/O
+    thread under the device lock, held back (never dropped) while the guest's ring is full."""
+    if not m.config.nets:
+        return {}
+    from ..devices.e1000 import E1000
+    from ..errors import UsageError
+    from ..net import open_backends
+
+    if len(m.config.nets) > len(NIC_SLOTS):
+        raise UsageError(f"at most {len(NIC_SLOTS)} --net NICs fit on the PCI bus")
+    backends = open_backends(m.config.nets)
+    m.net_backends.extend(backends)
+    placed: dict[str, Any] = {}
+    for i, (spec, backend) in enumerate(zip(m.config.nets, backends, strict=True)):
+        nic = E1000(spec.mac, backend.send, rom=rom, on_rx_space=backend.rx_ready,
+                    name=f"e1000-{i}" if i else "e1000")
+        nic.msi_sender = m.msi_sender
+        pci.place(NIC_SLOTS[i], 0, nic)
+        backend.attach(m.io, m.lock, nic.receive)
+        placed[nic.name] = nic
+    return placed
+
+
 def close_drives(ide: Any) -> None:
     """Flush and close every backend (nothing the guest wrote may be lost at exit)."""
     for ch in getattr(ide, "channels", ()):

@@ -22,11 +22,11 @@ from ..devices.fw_cfg import e820_table
 from ..devices.pci import PIIX4_PM_DEVFN, Piix4Pm
 from ..devices.vga import StdVga
 from ..devices.vga.pci import StdVgaPci
-from ..errors import ImageError, MissingFileError, ResourceError
+from ..errors import ImageError, MissingFileError, ResourceError, UsageError
 from ..options import MachineConfig, place_drives
 from ..shadow import LegacyWindow
 from .isa import MachineStop, place_legacy_devices
-from .parts import iommu_tables, pci_host, place_extra_devices, place_ide, place_iommu
+from .parts import iommu_tables, pci_host, place_extra_devices, place_ide, place_iommu, place_nics
 
 if TYPE_CHECKING:
     from ..machine import Machine
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BIOS = PROJECT_ROOT / "build" / "debian" / "bios-256k.bin"
 DEFAULT_VGABIOS = PROJECT_ROOT / "build" / "debian" / "vgabios-stdvga.bin"
+DEFAULT_NIC_ROM = PROJECT_ROOT / "build" / "debian" / "pxe-e1000.rom"
 VGA_DEVFN = (2, 0)
 VGA_WINDOW = 0xA_0000
 VGA_WINDOW_LEN = 0x2_0000
@@ -55,6 +56,7 @@ class Prepared:
     bios: bytes
     vgabios: bytes
     acpi_files: dict[str, bytes]
+    nic_rom: bytes | None = None
 
 
 def _read(path: Path, what: str, hint: str) -> bytes:
@@ -68,7 +70,7 @@ def _read(path: Path, what: str, hint: str) -> bytes:
 
 def prepare(config: MachineConfig) -> Prepared:
     """Check every file and build the tables before KVM is touched."""
-    hint = " (run 'make' to fetch Debian's SeaBIOS)"
+    hint = " (run 'make' to fetch it from Debian's packages)"
     bios = _read(config.bios or DEFAULT_BIOS, "the firmware image", "" if config.bios else hint)
     if len(bios) % 0x1_0000 or not 0x1_0000 <= len(bios) <= 0x100_0000:
         raise ImageError(f"the firmware image {config.bios or DEFAULT_BIOS} is {len(bios)} bytes: "
@@ -86,7 +88,15 @@ def prepare(config: MachineConfig) -> Prepared:
     low = min(config.memory, layout.LOWMEM_LIMIT)
     tables = build_tables(cpus=config.cpus, extra_tables=iommu_tables(config),
                           dsdt_extra=pc_dsdt_terms(pci_hole=(low, layout.PCI_MMIO_END)))
-    return Prepared(bios, vgabios, tables.loader_files())
+    nic_rom = None
+    if config.nets:
+        if DEFAULT_NIC_ROM.exists():
+            nic_rom = DEFAULT_NIC_ROM.read_bytes()
+        elif "n" in config.boot_order:
+            raise MissingFileError(f"network boot needs iPXE's ROM {DEFAULT_NIC_ROM}{hint}")
+    elif "n" in config.boot_order[:1]:
+        raise UsageError("--boot n needs a network card: add --net")
+    return Prepared(bios, vgabios, tables.loader_files(), nic_rom)
 
 
 def build(m: Machine, prep: Prepared) -> dict[str, Any]:
@@ -133,6 +143,7 @@ def build(m: Machine, prep: Prepared) -> dict[str, Any]:
     m.mmio.register(VGA_WINDOW, VGA_WINDOW_LEN, vga.memory, "vga-window", sizes=vga.memory.SIZES)
     ide = place_ide(m, pci)
     devices.update(place_extra_devices(m, pci))
+    devices.update(place_nics(m, pci, prep.nic_rom))
     iommu = place_iommu(m, pci)
     if iommu is not None:
         devices["iommu"] = iommu
