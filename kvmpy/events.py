@@ -139,6 +139,16 @@ class FailEntryExit(ExitEvent):
 
 
 @dataclass(slots=True)
+class IommuEvent(ExitEvent):
+    """Not an exit: something the emulated IOMMU did (a translation fault, an invalidation),
+    reported through the tracer so `kvmpy trace` shows it beside the exits that caused it."""
+
+    event: str = ""  # "vtd.fault", "vtd.invalidate", "vtd.wait", "vtd.queue-error", "vtd.command"
+    fields: dict = field(default_factory=dict)
+    reason: str = "iommu"
+
+
+@dataclass(slots=True)
 class OtherExit(ExitEvent):
     exit_reason: int = 0
     reason: str = "other"

@@ -48,7 +48,23 @@ def place_iommu(m: Machine, pci: PciBus) -> Any:
                        queued_invalidation=spec.queued_invalidation)
     m.mmio.register(layout.VTD_BASE, VTD_MMIO_SIZE, iommu, "vt-d", sizes=VTD_ACCESS_SIZES)
     pci.set_dma_provider(iommu.dma_space)
+    iommu.on_event = lambda name, fields: _trace_iommu(m, name, fields)
     return iommu
+
+
+def _trace_iommu(m: Machine, name: str, fields: dict) -> None:
+    """Faults and invalidations reach the tracer as events of their own (nothing when nobody
+    listens). They happen on the vCPU thread whose exit made the device DMA."""
+    if not m.tracer.active:
+        return
+    import threading
+    import time
+
+    from ..events import IommuEvent
+
+    thread = threading.current_thread().name
+    vcpu = int(thread[len("kvmpy-vcpu"):]) if thread.startswith("kvmpy-vcpu") else -1
+    m.tracer.emit(IommuEvent(vcpu, time.perf_counter(), name, dict(fields)))
 
 
 def pci_host(m: Machine, reset: ResetControl,

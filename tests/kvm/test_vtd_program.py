@@ -38,3 +38,22 @@ def test_without_an_iommu_the_program_says_so(kvmpy_boot):
     r = kvmpy_boot("vtd", "--device", "edu", "--memory", "64M")
     assert r.status == 5  # debug-exit 2: the machine lacks a VT-d unit
     assert "no VT-d unit" in r.out
+
+
+def test_trace_shows_faults_and_invalidations(guest_program, tmp_path):
+    """`kvmpy trace --events` carries the IOMMU's translation faults and invalidations."""
+    import json
+    import subprocess
+    import sys
+
+    events = tmp_path / "events.jsonl"
+    p = subprocess.run([sys.executable, "-m", "kvmpy", "trace", "--events", str(events), "--kernel",
+                        str(guest_program("vtd")), "--device", "edu", "--iommu", "vtd", "--append",
+                        "strict", "--memory", "64M", "--console", "none"],
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert p.returncode == 1, p.stderr
+    iommu = [e for e in map(json.loads, events.read_text().splitlines()) if e["reason"] == "iommu"]
+    faults = [e for e in iommu if e["event"] == "vtd.fault"]
+    invals = [e for e in iommu if e["event"] == "vtd.invalidate"]
+    assert faults and all(e["fields"]["sid"] == 0x20 for e in faults)  # edu at 00:04.0
+    assert {e["fields"]["via"] for e in invals} == {"register", "queue"}
