@@ -7,13 +7,21 @@
 #   make bench-deps   installs Debian's qemu-system-x86 (apt-get) unless qemu-system-x86_64 is there
 #   make bench        builds the baselines and runs bench/run_bench.py, which writes its sections
 #                     of docs/performance.md (exit round trip always; boot to init only on a
-#                     hardware-assisted host: on a PVM-backed one the report says why it was skipped)
+#                     hardware-assisted host: on a PVM-backed one the report says why it was skipped);
+#                     runs bench-net first
+#   make bench-net    e1000 frames and bytes per second (bench/net_bench.py): the e1000 driver program
+#                     (build/firmware/e1000.elf) under kvmpy and QEMU's e1000, UDP backend on loopback
+#                     and, as root, TAP in a namespace it makes and removes; kvmpy's exits per frame
+#                     from its tracer; writes its section of docs/performance.md (a few minutes)
 #   make bench-trace  what tracing costs per exit (bench/trace_overhead.py): the exit-loop guest
 #                     under the loop without its tracer test, tracing off, --stats and --events;
 #                     writes its section of docs/performance.md
 # Knobs: BENCH_RUNS (runs of each, alternating; default 5), BENCH_EXITS (default 100000),
 #        BENCH_ARGS (more run_bench.py options, e.g. --no-write),
-#        TRACE_BENCH_RUNS (rounds of bench-trace; default 15).
+#        TRACE_BENCH_RUNS (rounds of bench-trace; default 15),
+#        NET_BENCH_RUNS (runs of each in bench-net; default 5), NET_BENCH_FRAMES (frame counts
+#        besides the frames=2 start-up run; default 64,256), NET_BENCH_ARGS (more net_bench.py
+#        options, e.g. --backends udp or --no-write).
 #
 # Outputs: build/bench/exitloop (C VMM), build/bench/exitloop-<N>.elf (multiboot guest making N
 # exits; the 1-exit one measures start-up, so the marginal exit rate can be separated from it).
@@ -33,9 +41,12 @@ BENCH_RUNS ?= 5
 BENCH_EXITS ?= 100000
 BENCH_ARGS ?=
 TRACE_BENCH_RUNS ?= 15
+NET_BENCH_RUNS ?= 5
+NET_BENCH_FRAMES ?= 64,256
+NET_BENCH_ARGS ?=
 QEMU_SYSTEM ?= qemu-system-x86_64
 
-.PHONY: bench bench-deps bench-build bench-trace
+.PHONY: bench bench-deps bench-build bench-trace bench-net
 
 bench-deps:
 	@command -v $(QEMU_SYSTEM) >/dev/null 2>&1 || { \
@@ -55,7 +66,7 @@ $(BENCH_DIR)/exitloop-%.elf: bench/exitloop_guest.S
 
 bench-build: $(BENCH_DIR)/exitloop $(BENCH_DIR)/exitloop-$(BENCH_EXITS).elf $(BENCH_DIR)/exitloop-1.elf
 
-bench: bench-deps bench-build $(BENCH_SETUP)
+bench: bench-deps bench-build $(BENCH_SETUP) bench-net
 	$(BENCH_PYTHON) bench/run_bench.py --runs $(BENCH_RUNS) --exits $(BENCH_EXITS) \
 	    --exitloop $(BENCH_DIR)/exitloop --guest $(BENCH_DIR)/exitloop-$(BENCH_EXITS).elf \
 	    --guest-startup $(BENCH_DIR)/exitloop-1.elf --qemu $(QEMU_SYSTEM) $(BENCH_ARGS)
@@ -64,6 +75,13 @@ bench: bench-deps bench-build $(BENCH_SETUP)
 bench-trace: $(BENCH_DIR)/exitloop-$(BENCH_EXITS).elf $(BENCH_SETUP)
 	$(BENCH_PYTHON) bench/trace_overhead.py --guest $(BENCH_DIR)/exitloop-$(BENCH_EXITS).elf \
 	    --runs $(TRACE_BENCH_RUNS) --write
+
+# The e1000 driver program against QEMU's e1000 (firmware/tests/e1000.c; `make -C firmware e1000`
+# brings build/firmware/e1000.elf up to date).
+bench-net: bench-deps $(BENCH_SETUP)
+	$(MAKE) -C firmware e1000
+	$(BENCH_PYTHON) bench/net_bench.py --runs $(NET_BENCH_RUNS) --frames $(NET_BENCH_FRAMES) \
+	    --elf build/firmware/e1000.elf --qemu $(QEMU_SYSTEM) $(NET_BENCH_ARGS)
 
 ifeq ($(words $(MAKEFILE_LIST)),2)
 # Used on its own (make -f bench/bench.mk): `make -f bench/bench.mk` runs the benchmarks.
