@@ -7,15 +7,22 @@ CD-ROM, with everything they depend on, taken from the very kernel package vmlin
 
     python3 firmware/images/mkmodules.py KERNEL.deb OUT.cpio.gz ata_piix sd_mod sr_mod
 
+The NIC's driver comes too, whether named or not: e1000 (CONFIG_E1000=m) for kvmpy's Intel
+82540EM (8086:100E), listed in NET_MODULES and packed after the modules named on the command
+line. It loads without a NIC present (the driver registers and binds nothing), so every guest
+of the HVM images carries it; the network tests (tests/guest/test_linux_net.py) need it.
+
 Appended to build/initramfs.cpio.gz (Linux unpacks concatenated compressed archives in order),
 it adds /lib/modules/kvmpy/*.ko and /lib/modules/kvmpy/load.order, the files in an order where
 each module comes after its dependencies; /init (tests/guest/initramfs/init) insmods them in
 that order when the list is there.
 
-The package has no modules.dep (depmod runs at install), so dependencies come from each
-module's own `.modinfo` section (`depends=a,b`). The .deb is streamed twice through
-`dpkg-deb --fsys-tarfile` (once for the dependency graph, once for the chosen files) rather than
-unpacked: the package holds ~400 MB of modules, of which about 2 MB are needed.
+The package has no modules.dep (depmod runs at install; Debian's linux-image packages ship only
+modules.order, modules.builtin and modules.builtin.modinfo), so dependencies come from each
+module's own `.modinfo` section (`depends=a,b`; e1000's is empty in Debian's 6.1 kernels). The
+.deb is streamed twice through `dpkg-deb --fsys-tarfile` (once for the dependency graph, once for
+the chosen files) rather than unpacked: the package holds ~400 MB of modules, of which about
+2 MB are needed.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MODDIR = "lib/modules/kvmpy"
 ORDER_FILE = f"{MODDIR}/load.order"
 _DEPENDS = re.compile(rb"(?:^|\0)depends=([^\0]*)\0")
+#: Packed whatever the command line names: the driver of kvmpy's e1000 NIC (82540EM).
+NET_MODULES = ("e1000",)
 
 
 def _mkinitramfs():
@@ -94,8 +103,15 @@ def load_order(wanted: list[str], graph: dict[str, list[str]]) -> list[str]:
     return order
 
 
+def with_net_modules(wanted: list[str]) -> list[str]:
+    """``wanted`` followed by the NET_MODULES it does not name already."""
+    named = {w.replace("-", "_") for w in wanted}
+    return [*wanted, *(m for m in NET_MODULES if m not in named)]
+
+
 def build(deb: Path, wanted: list[str]) -> tuple[bytes, list[str]]:
-    """The gzip'd overlay archive and the load order (file names)."""
+    """The gzip'd overlay archive and the load order (file names) of ``wanted`` and NET_MODULES."""
+    wanted = with_net_modules(wanted)
     graph: dict[str, list[str]] = {}
     paths: dict[str, str] = {}
     for path, tar, member in _modules(deb):
