@@ -24,6 +24,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 all: setup firmware
 
 setup: deps venv
+	@# byte-compile now: with PYTHONDONTWRITEBYTECODE set, every run would compile kvmpy again
+	@$(VPY) -m compileall -q kvmpy
 
 # Debian packages: installed only when one is missing.
 deps: build/.deps-stamp
