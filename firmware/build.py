@@ -49,19 +49,23 @@ def programs() -> list[str]:
     return names + ["demo"]
 
 
-def _check_toolchain() -> None:
-    missing = [tool for tool in ("make", "gcc", "ld", "ar") if shutil.which(tool) is None]
+def check_toolchain(tools: tuple[str, ...], what: str) -> None:
+    missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         raise ToolchainMissingError(
-            f"cannot build kvmpy's guest programs: {', '.join(missing)} not found "
+            f"cannot build {what}: {', '.join(missing)} not found "
             "(Debian: apt-get install make gcc binutils)"
         )
 
 
-def _make(out_dir: pathlib.Path, targets: list[str]) -> None:
-    _check_toolchain()
+def run_make(directory: pathlib.Path, out_dir: pathlib.Path, targets: list[str],
+             tools: tuple[str, ...] = ("make", "gcc", "ld", "ar"),
+             what: str = "kvmpy's guest programs") -> None:
+    """``make -C directory O=out_dir targets``, serialised by a lock file in ``out_dir`` so
+    parallel test workers share one build; a failure carries make's output."""
+    check_toolchain(tools, what)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = ["make", "-C", str(FIRMWARE_DIR), f"O={out_dir}", f"-j{os.cpu_count() or 1}", *targets]
+    cmd = ["make", "-C", str(directory), f"O={out_dir}", f"-j{os.cpu_count() or 1}", *targets]
     with open(out_dir / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -70,6 +74,10 @@ def _make(out_dir: pathlib.Path, targets: list[str]) -> None:
         if "cannot build 32-bit code" in output:
             raise ToolchainMissingError(output.splitlines()[-1] if output else "gcc -m32 does not work")
         raise FirmwareBuildError(f"building {' '.join(targets)} failed ({' '.join(cmd)}):\n{output}")
+
+
+def _make(out_dir: pathlib.Path, targets: list[str]) -> None:
+    run_make(FIRMWARE_DIR, out_dir, targets)
 
 
 def build(name: str, out_dir: str | os.PathLike[str] | None = None) -> pathlib.Path:

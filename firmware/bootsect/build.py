@@ -17,13 +17,10 @@ test can skip or fail on a missing toolchain the same way for both.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import pathlib
-import shutil
-import subprocess
 
-from ..build import FirmwareBuildError, ToolchainMissingError
+from ..build import FirmwareBuildError, ToolchainMissingError, run_make
 
 BOOTSECT_DIR = pathlib.Path(__file__).resolve().parent
 REPO_ROOT = BOOTSECT_DIR.parent.parent
@@ -47,25 +44,9 @@ def programs() -> list[str]:
     return sorted(p.stem for p in BOOTSECT_DIR.glob("*.S") if p.stem not in _LIBRARY)
 
 
-def _check_toolchain() -> None:
-    missing = [tool for tool in ("make", "gcc", "ld", "objcopy") if shutil.which(tool) is None]
-    if missing:
-        raise ToolchainMissingError(
-            f"cannot build kvmpy's boot-sector programs: {', '.join(missing)} not found "
-            "(Debian: apt-get install make gcc binutils)"
-        )
-
-
 def _make(out_dir: pathlib.Path, targets: list[str]) -> None:
-    _check_toolchain()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = ["make", "-C", str(BOOTSECT_DIR), f"O={out_dir}", *targets]
-    with open(out_dir / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if proc.returncode != 0:
-        raise FirmwareBuildError(f"building {' '.join(targets)} failed ({' '.join(cmd)}):\n"
-                                 f"{proc.stdout.strip()}")
+    run_make(BOOTSECT_DIR, out_dir, targets, tools=("make", "gcc", "ld", "objcopy"),
+             what="kvmpy's boot-sector programs")
 
 
 def _checked(image: pathlib.Path) -> pathlib.Path:
