@@ -27,9 +27,11 @@ def test_ipxe_rom_runs_from_the_nic(hvm, tmp_path: Path) -> None:
             ports.append(s.getsockname()[1])
     h: HvmMachine = hvm("--hvm", str(disk), "--memory", "128M", "--boot", "n",
                         "--net", f"socket,udp={ports[0]}:{ports[1]}")
-    seen = h.run_until(lambda m: "Press Ctrl-B" in m.screen_text(), timeout=120)
+    # on a PVM host iPXE may die just after its banner (see above), before the watcher polls:
+    # what counts is what the screen shows, whichever way the run ended
+    h.run_until(lambda m: "Press Ctrl-B" in m.screen_text(), timeout=120)
     text = h.screen_text()
-    assert seen, f"iPXE did not start{h.report()}"
+    assert "Press Ctrl-B" in text, f"iPXE did not start{h.report()}"
     assert "iPXE (http://ipxe.org) 00:03.0" in text  # SeaBIOS ran the ROM from the ROM BAR
     assert "Booting from ROM" in text  # the boot order put the network first
     assert "iPXE initialising devices...ok" in text  # iPXE probed our e1000
