@@ -29,9 +29,9 @@ def test_ipxe_rom_runs_from_the_nic(hvm, tmp_path: Path) -> None:
                         "--net", f"socket,udp={ports[0]}:{ports[1]}")
     # on a PVM host iPXE may die just after its banner (see above), before the watcher polls:
     # what counts is what the screen shows, whichever way the run ended
-    h.run_until(lambda m: "Press Ctrl-B" in m.screen_text(), timeout=120)
+    h.run_until(lambda m: "Press Ctrl-B for the iPXE command line" in m.screen_text(), timeout=120)
     text = h.screen_text()
-    assert "Press Ctrl-B" in text, f"iPXE did not start{h.report()}"
+    assert "Press Ctrl-B for the iPXE command line" in text, f"iPXE did not start{h.report()}"
     assert "iPXE (http://ipxe.org) 00:03.0" in text  # SeaBIOS ran the ROM from the ROM BAR
     assert "Booting from ROM" in text  # the boot order put the network first
     assert "iPXE initialising devices...ok" in text  # iPXE probed our e1000
