@@ -22,10 +22,8 @@ Linux does not boot there in useful time. KVMPY_GUEST_APPEND words are typed aft
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import re
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -53,24 +51,7 @@ DMA_MODE = re.compile(r"^XFER_(UDMA|MW_DMA|SW_DMA)_\d$")
 ACPI_REQUIRED = {"FACP", "APIC", "DSDT"}
 
 
-def _load_guest_conftest():
-    """tests/guest/conftest.py as a module of its own, for GuestProcess and the run settings.
-
-    Conftests are not importable by name (each directory has one called conftest), and the
-    fixtures there only boot a kernel directly; the process handling is what is reused."""
-    path = Path(__file__).with_name("conftest.py")
-    spec = importlib.util.spec_from_file_location("kvmpy_guest_conftest_for_hvm", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_guest = _load_guest_conftest()
-GuestProcess = _guest.GuestProcess
-GUEST_TIMEOUT: float = _guest.GUEST_TIMEOUT
-EXTRA_APPEND: list[str] = _guest.EXTRA_APPEND
-VMM_COMMAND: list[str] = _guest.VMM_COMMAND
+from guestlib import EXTRA_APPEND, GUEST_TIMEOUT, VMM_COMMAND, GuestProcess  # noqa: E402
 
 
 class HvmGuest(GuestProcess):

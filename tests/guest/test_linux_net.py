@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import random
 import re
 import socket
@@ -51,22 +50,8 @@ import netpeer  # noqa: E402
 pytestmark = pytest.mark.hwvirt
 
 
-def _load_guest_conftest():
-    """tests/guest/conftest.py under a name of its own, for GuestProcess and the run settings
-    (conftest modules are not importable by name; see test_linux_hvm.py)."""
-    path = Path(__file__).with_name("conftest.py")
-    spec = importlib.util.spec_from_file_location("kvmpy_guest_conftest_for_net", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_guest = _load_guest_conftest()
-GuestProcess = _guest.GuestProcess
-GUEST_TIMEOUT: float = _guest.GUEST_TIMEOUT
-VMM_COMMAND: list[str] = _guest.VMM_COMMAND
-kernel_cmdline = _guest.kernel_cmdline
+import guestlib as _guest  # noqa: E402
+from guestlib import GUEST_TIMEOUT, VMM_COMMAND, GuestProcess, kernel_cmdline  # noqa: E402
 
 NET_INITRD = ROOT / "build" / "images" / "initrd.gz"
 BUSYBOX = ROOT / "build" / "debian" / "busybox"
