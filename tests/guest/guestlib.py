@@ -83,9 +83,14 @@ class GuestProcess:
     def __init__(self, images: GuestImages, append: str, memory: str = "512M", cpus: int = 2,
                  timeout: float = GUEST_TIMEOUT, interactive: bool = False):
         self.append = append
-        self.argv = [*VMM_COMMAND, "boot", "--kernel", str(images.kernel),
+        self._start([*VMM_COMMAND, "boot", "--kernel", str(images.kernel),
                      "--initrd", str(images.initrd), "--append", append,
-                     "--memory", memory, "--cpus", str(cpus)]
+                     "--memory", memory, "--cpus", str(cpus)], timeout, interactive)
+
+    def _start(self, argv: list[str], timeout: float, interactive: bool) -> None:
+        """Start ``argv`` with its stdout and stderr collected by two pump threads; the
+        variants of this class (firmware boots, network guests) differ only in ``argv``."""
+        self.argv = argv
         self.deadline = time.monotonic() + timeout
         self.timeout = timeout
         self._out = bytearray()

@@ -24,8 +24,6 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,18 +57,7 @@ class HvmGuest(GuestProcess):
 
     def __init__(self, args: list[str], timeout: float = GUEST_TIMEOUT):
         self.append = ""
-        self.argv = [*VMM_COMMAND, "boot", *args]
-        self.deadline = time.monotonic() + timeout
-        self.timeout = timeout
-        self._out = bytearray()
-        self._err = bytearray()
-        self._cond = threading.Condition()
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, start_new_session=True)
-        self._threads = [threading.Thread(target=self._pump, args=(self.proc.stdout, self._out), daemon=True),
-                         threading.Thread(target=self._pump, args=(self.proc.stderr, self._err), daemon=True)]
-        for t in self._threads:
-            t.start()
+        self._start([*VMM_COMMAND, "boot", *args], timeout, interactive=True)
 
     def choose(self, label: str) -> None:
         """Type a boot label (and KVMPY_GUEST_APPEND's words) at the loader's prompt."""

@@ -115,22 +115,12 @@ class NetGuest(GuestProcess):
     def __init__(self, images: NetImages, append: str, nets: list[str], prefix: Sequence[str] = (),
                  memory: str = "512M", cpus: int = 2, timeout: float = GUEST_TIMEOUT):
         self.append = append
-        self.argv = [*prefix, *VMM_COMMAND, "boot", "--kernel", str(images.kernel),
-                     "--initrd", str(images.initrd), "--append", append,
-                     "--memory", memory, "--cpus", str(cpus)]
+        argv = [*prefix, *VMM_COMMAND, "boot", "--kernel", str(images.kernel),
+                "--initrd", str(images.initrd), "--append", append,
+                "--memory", memory, "--cpus", str(cpus)]
         for spec in nets:
-            self.argv += ["--net", spec]
-        self.deadline = time.monotonic() + timeout
-        self.timeout = timeout
-        self._out = bytearray()
-        self._err = bytearray()
-        self._cond = threading.Condition()
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, start_new_session=True)
-        self._threads = [threading.Thread(target=self._pump, args=(self.proc.stdout, self._out), daemon=True),
-                         threading.Thread(target=self._pump, args=(self.proc.stderr, self._err), daemon=True)]
-        for t in self._threads:
-            t.start()
+            argv += ["--net", spec]
+        self._start(argv, timeout, interactive=True)
 
     def finish(self) -> int:
         """Leave the shell /init started (kvmpy.action=shell): /init powers off. The exit status."""
