@@ -18,7 +18,7 @@ KVM_GET_LAPIC KVM_SET_LAPIC KVM_GET_FPU KVM_SET_FPU KVM_GET_MSRS KVM_SET_MSRS
 KVM_GET_VCPU_EVENTS KVM_SET_VCPU_EVENTS KVM_GET_MP_STATE KVM_SET_MP_STATE KVM_ENABLE_CAP
 KVM_IOEVENTFD KVM_IRQFD KVM_GET_DIRTY_LOG KVM_TRANSLATE KVM_GET_STATS_FD
 KVM_REGISTER_COALESCED_MMIO KVM_UNREGISTER_COALESCED_MMIO KVM_SET_GSI_ROUTING KVM_GET_TSC_KHZ
-KVM_SET_GUEST_DEBUG KVM_GET_XSAVE KVM_SET_XSAVE
+KVM_SET_GUEST_DEBUG KVM_GET_XSAVE KVM_SET_XSAVE KVM_INTERRUPT
 """.split()
 
 _CONSTANTS = """
@@ -52,6 +52,8 @@ KVM_STATS_TYPE_LINEAR_HIST KVM_STATS_TYPE_LOG_HIST KVM_STATS_UNIT_MASK KVM_STATS
 KVM_STATS_UNIT_BYTES KVM_STATS_UNIT_SECONDS KVM_STATS_UNIT_CYCLES KVM_STATS_BASE_MASK
 KVM_STATS_BASE_POW10 KVM_STATS_BASE_POW2
 KVM_GUESTDBG_ENABLE KVM_GUESTDBG_SINGLESTEP
+KVM_IRQ_ROUTING_IRQCHIP KVM_IRQ_ROUTING_MSI KVM_IRQCHIP_PIC_MASTER KVM_IRQCHIP_PIC_SLAVE
+KVM_IRQCHIP_IOAPIC KVM_IRQFD_FLAG_RESAMPLE
 """.split()
 
 _CDEF = (
@@ -102,6 +104,16 @@ struct kvm_ioeventfd {
     uint64_t datamatch; uint64_t addr; uint32_t len; int32_t fd; uint32_t flags; ...;
 };
 struct kvm_irqfd { uint32_t fd; uint32_t gsi; uint32_t flags; uint32_t resamplefd; ...; };
+struct kvm_interrupt { uint32_t irq; };
+struct kvm_irq_routing_irqchip { uint32_t irqchip; uint32_t pin; };
+struct kvm_irq_routing_msi { uint32_t address_lo; uint32_t address_hi; uint32_t data; uint32_t pad; };
+struct kvm_irq_routing_entry {
+    uint32_t gsi; uint32_t type; uint32_t flags;
+    union { struct kvm_irq_routing_irqchip irqchip; struct kvm_irq_routing_msi msi;
+            uint32_t pad[8]; } u;
+    ...;
+};
+struct kvm_irq_routing { uint32_t nr; uint32_t flags; struct kvm_irq_routing_entry entries[]; };
 struct kvm_dirty_log { uint32_t slot; void *dirty_bitmap; ...; };
 struct kvm_coalesced_mmio_zone { uint64_t addr; uint32_t size; ...; };
 struct kvm_guest_debug { uint32_t control; ...; };
@@ -137,6 +149,7 @@ struct kvm_run {
         struct { uint32_t suberror; uint32_t ndata; uint64_t flags; uint8_t insn_size;
                  uint8_t insn_bytes[15]; } emulation_failure;
         struct { uint32_t type; uint32_t ndata; uint64_t data[16]; } system_event;
+        struct { uint8_t vector; } eoi;
         ...;
     };
     ...;

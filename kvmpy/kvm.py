@@ -162,6 +162,31 @@ class Vm:
     def create_irqchip(self) -> None:
         _check("KVM_CREATE_IRQCHIP", _ioctl_int(self.fd, lib.KVM_CREATE_IRQCHIP, 0))
 
+    def create_split_irqchip(self, ioapic_pins: int) -> None:
+        """KVM keeps the LAPICs; the IOAPIC, the PICs and the PIT are the VMM's. Must come before
+        the first vCPU. ``ioapic_pins`` GSIs are reserved for the IOAPIC: KVM scans their
+        routes to know which level-triggered vectors end with a KVM_EXIT_IOAPIC_EOI."""
+        self.enable_cap(lib.KVM_CAP_SPLIT_IRQCHIP, ioapic_pins)
+
+    def set_gsi_routing(self, routes: list[tuple]) -> None:
+        """Replace KVM's whole GSI routing table. Each route is ``(gsi, "irqchip", chip, pin)``
+        or ``(gsi, "msi", address, data)``."""
+        table = ffi.new("struct kvm_irq_routing *", {"nr": len(routes), "flags": 0,
+                                                      "entries": len(routes)})
+        for i, route in enumerate(routes):
+            e = table.entries[i]
+            e.gsi = route[0]
+            if route[1] == "msi":
+                e.type = lib.KVM_IRQ_ROUTING_MSI
+                e.u.msi.address_lo = route[2] & 0xFFFF_FFFF
+                e.u.msi.address_hi = route[2] >> 32
+                e.u.msi.data = route[3]
+            else:
+                e.type = lib.KVM_IRQ_ROUTING_IRQCHIP
+                e.u.irqchip.irqchip = route[2]
+                e.u.irqchip.pin = route[3]
+        _check("KVM_SET_GSI_ROUTING", _ioctl(self.fd, lib.KVM_SET_GSI_ROUTING, table))
+
     def create_pit2(self) -> None:
         cfg = ffi.new("struct kvm_pit_config *", {"flags": lib.KVM_PIT_SPEAKER_DUMMY})
         _check("KVM_CREATE_PIT2", _ioctl(self.fd, lib.KVM_CREATE_PIT2, cfg))
@@ -194,10 +219,17 @@ class Vm:
         )
         _check("KVM_IOEVENTFD", _ioctl(self.fd, lib.KVM_IOEVENTFD, e))
 
-    def irqfd(self, fd: int, gsi: int, deassign: bool = False) -> None:
+    def irqfd(self, fd: int, gsi: int, deassign: bool = False, resample_fd: int | None = None) -> None:
+        """Signalling ``fd`` raises ``gsi`` without an exit. With ``resample_fd`` the GSI is a
+        level interrupt: KVM lowers it at the guest's EOI and signals ``resample_fd`` so the
+        source (a VFIO device's INTx) can re-assert it if still pending."""
+        flags = lib.KVM_IRQFD_FLAG_DEASSIGN if deassign else 0
+        if resample_fd is not None and not deassign:
+            flags |= lib.KVM_IRQFD_FLAG_RESAMPLE
         e = ffi.new(
             "struct kvm_irqfd *",
-            {"fd": fd, "gsi": gsi, "flags": lib.KVM_IRQFD_FLAG_DEASSIGN if deassign else 0},
+            {"fd": fd, "gsi": gsi, "flags": flags,
+             "resamplefd": resample_fd if resample_fd is not None else 0},
         )
         _check("KVM_IRQFD", _ioctl(self.fd, lib.KVM_IRQFD, e))
 
@@ -338,6 +370,13 @@ class VcpuFd:
 
     def stats_fd(self) -> int:
         return _check("KVM_GET_STATS_FD", _ioctl_int(self.fd, lib.KVM_GET_STATS_FD, 0))
+
+    def interrupt(self, vector: int) -> None:
+        """KVM_INTERRUPT: with the split irqchip, the PIC's vector as an ExtINT through LINT0.
+        Call only from this vCPU's own thread, when ``ready_for_interrupt_injection`` says KVM
+        has room for it."""
+        irq = ffi.new("struct kvm_interrupt *", {"irq": vector})
+        _check("KVM_INTERRUPT", _ioctl(self.fd, lib.KVM_INTERRUPT, irq))
 
     def set_immediate_exit(self, value: bool) -> None:
         self.run_struct.immediate_exit = 1 if value else 0

@@ -53,6 +53,10 @@ ACPI_TABLES_END = 0x10_0000
 
 # --- I/O ports ---------------------------------------------------------------------------
 PIT_PORT = 0x40
+SYSTEM_CONTROL_B_PORT = 0x61  # PIT gate 2 / speaker, refresh toggle, OUT2 (split irqchip)
+PIC_MASTER_PORT = 0x20  # the 8259 pair and the ELCR: kvmpy's only with the split irqchip
+PIC_SLAVE_PORT = 0xA0
+ELCR_PORT = 0x4D0
 I8042_DATA_PORT = 0x60
 I8042_CMD_PORT = 0x64
 RTC_PORT = 0x70

@@ -93,8 +93,22 @@ class Machine:
         self.memory.register(self.vm, holes=getattr(self.profile, "MEMORY_HOLES", ()))
         self._next_slot = self.memory.next_free_slot
         self._shared_irqs: dict[int, SharedIrq] = {}
-        self.vm.create_irqchip()
-        self.vm.create_pit2()
+        self.irqchip = None
+        if config.split_irqchip:
+            # kvmpy's own PICs, IOAPIC and PIT (interrupt remapping must see the IOAPIC's
+            # messages); KVM keeps the LAPICs. Before the first vCPU, as KVM requires.
+            from .irqchip import SplitIrqchip
+
+            self.vm.create_split_irqchip(layout.IOAPIC_PINS)
+            self.irqchip = SplitIrqchip(self, ioapic_id=config.cpus)
+            self.irqchip.place()
+            self.gsi_router = self.irqchip.router
+        else:
+            from .irqchip import GsiRouter, kernel_default_routes
+
+            self.vm.create_irqchip()
+            self.vm.create_pit2()
+            self.gsi_router = GsiRouter(self.vm, kernel_default_routes(), layout.IOAPIC_PINS)
         self.pvm = PvmCompleter(self.memory.read, self.memory.write) if is_pvm_host() else None
 
         # console: where UART output goes, where input comes from
@@ -145,20 +159,26 @@ class Machine:
 
     # -- interrupts ------------------------------------------------------------------------
     def irq_line(self, gsi: int) -> IrqLine:
-        """A new input to a GSI of the in-kernel IOAPIC (and PIC, for ISA IRQs < 16).
+        """A new input to a GSI of the IOAPIC (and PIC, for ISA IRQs < 16): KVM's in-kernel
+        ones, or kvmpy's split irqchip.
 
         KVM keeps one level per GSI, so every device that drives a GSI gets its own input of a
         wired-OR: a PCI interrupt routed onto the SCI's line cannot pull it down behind the
         PM block's back."""
         shared = self._shared_irqs.get(gsi)
         if shared is None:
-            vm = self.vm
-            shared = self._shared_irqs[gsi] = SharedIrq(lambda level: vm.irq_line(gsi, level))
+            if self.irqchip is not None:
+                chip = self.irqchip
+                shared = SharedIrq(lambda level: chip.set_gsi(gsi, level))
+            else:
+                vm = self.vm
+                shared = SharedIrq(lambda level: vm.irq_line(gsi, level))
+            self._shared_irqs[gsi] = shared
         return shared.input()
 
     @property
     def msi_sender(self) -> MsiSender:
-        """Delivers device MSIs through the in-kernel irqchip (KVM_SIGNAL_MSI)."""
+        """Delivers device MSIs to KVM's LAPICs (KVM_SIGNAL_MSI), with either irqchip."""
         return _KvmMsi(self.vm)
 
     # -- memory slots ----------------------------------------------------------------------
@@ -208,6 +228,8 @@ class Machine:
         saved_handlers = self._catch_termination()
         try:
             self.io.start()
+            if self.irqchip is not None:
+                self.irqchip.start()
             for lp in self.loops:
                 t = threading.Thread(target=lp.run, name=f"kvmpy-vcpu{lp.index}", daemon=True)
                 self._threads.append(t)
@@ -306,6 +328,8 @@ class Machine:
             self.kick()
             for t in alive:
                 t.join(timeout=0.1)
+        if self.irqchip is not None:
+            self.irqchip.stop()
         self.io.stop()
         self.console_out.flush()
 

@@ -131,12 +131,21 @@ KNOWN_DEVICES = ("edu",)
 
 @dataclass(frozen=True)
 class IommuSpec:
-    """``--iommu vtd[,aw=39|48][,caching-mode=on|off][,qi=on|off]``."""
+    """``--iommu vtd[,aw=39|48][,caching-mode=on|off][,qi=on|off][,intremap=on|off]``.
+
+    ``intremap`` (interrupt remapping) is on by default, as QEMU's ``intremap=auto`` gives it
+    with a split irqchip; it needs queued invalidation, so ``qi=off`` turns it off unless asked
+    for, and asking for both is an error.
+    """
 
     kind: str = "vtd"
     aw_bits: int = 39
     caching_mode: bool = False
     queued_invalidation: bool = True
+    intremap: bool = True
+
+
+_IOMMU_BOOL_KEYS = {"caching-mode": "caching_mode", "qi": "queued_invalidation", "intremap": "intremap"}
 
 
 def parse_iommu(text: str) -> IommuSpec:
@@ -152,12 +161,17 @@ def parse_iommu(text: str) -> IommuSpec:
             if value not in ("39", "48"):
                 raise UsageError(f"--iommu {text!r}: aw must be 39 or 48")
             spec["aw_bits"] = int(value)
-        elif key in ("caching-mode", "qi"):
+        elif key in _IOMMU_BOOL_KEYS:
             if value.lower() not in _BOOL:
                 raise UsageError(f"--iommu {text!r}: {key} must be on or off")
-            spec["caching_mode" if key == "caching-mode" else "queued_invalidation"] = _BOOL[value.lower()]
+            spec[_IOMMU_BOOL_KEYS[key]] = _BOOL[value.lower()]
         else:
-            raise UsageError(f"--iommu {text!r}: unknown key {key!r} (known: aw, caching-mode, qi)")
+            raise UsageError(f"--iommu {text!r}: unknown key {key!r} (known: aw, caching-mode, qi, intremap)")
+    if not spec.get("queued_invalidation", True):
+        if spec.get("intremap"):
+            raise UsageError(f"--iommu {text!r}: intremap=on needs queued invalidation (qi=on): "
+                             "the interrupt-entry cache is invalidated only through the queue")
+        spec["intremap"] = False
     return IommuSpec(kind, **spec)
 
 
@@ -183,6 +197,16 @@ class MachineConfig:
     devices: list[str] = field(default_factory=list)  # extra PCI devices: "edu"
     nets: list = field(default_factory=list)  # kvmpy.net.NetSpec, one e1000 each
     iommu: IommuSpec | None = None
+    #: "auto" (split when the IOMMU remaps interrupts), "kernel" or "split"
+    irqchip: str = "auto"
+
+    @property
+    def split_irqchip(self) -> bool:
+        """kvmpy's own PICs, IOAPIC and PIT in front of KVM's LAPICs: needed when VT-d remaps
+        interrupts (the IOAPIC's messages must reach the IOMMU), or asked for."""
+        if self.irqchip == "auto":
+            return self.iommu is not None and bool(getattr(self.iommu, "intremap", False))
+        return self.irqchip == "split"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -211,8 +235,13 @@ def add_boot_options(p: argparse.ArgumentParser) -> None:
                         "socket,connect=PATH | socket,udp=LOCAL:REMOTE | none (repeatable)")
     p.add_argument("--device", metavar="NAME", action="append", default=[],
                    help="add a PCI device: edu (QEMU's DMA test device)")
-    p.add_argument("--iommu", metavar="vtd[,aw=39|48][,caching-mode=on][,qi=off]", default=None,
-                   help="give the guest an Intel VT-d IOMMU (all device DMA is translated)")
+    p.add_argument("--iommu", metavar="vtd[,aw=39|48][,caching-mode=on][,qi=off][,intremap=off]",
+                   default=None, help="give the guest an Intel VT-d IOMMU (all device DMA is "
+                                      "translated; interrupts are remapped unless intremap=off)")
+    p.add_argument("--irqchip", choices=("auto", "kernel", "split"), default="auto",
+                   help="interrupt controllers: KVM's in-kernel PICs, IOAPIC and PIT (kernel), or "
+                        "kvmpy's own in front of KVM's LAPICs (split); auto: split when --iommu "
+                        "remaps interrupts, else kernel")
     h = p.add_argument_group("PC with firmware (HVM)")
     h.add_argument("--hvm", metavar="DISK", default=None,
                    help="boot a disk image through SeaBIOS on an emulated PC (i440FX, IDE, VGA)")
@@ -266,6 +295,11 @@ def config_from_namespace(ns: argparse.Namespace) -> MachineConfig:
     for d in getattr(ns, "device", []):
         if d not in KNOWN_DEVICES:
             raise UsageError(f"--device {d!r}: unknown device (known: {', '.join(KNOWN_DEVICES)})")
+    iommu = parse_iommu(ns.iommu) if getattr(ns, "iommu", None) else None
+    irqchip = getattr(ns, "irqchip", "auto")
+    if irqchip == "kernel" and iommu is not None and getattr(iommu, "intremap", False):
+        raise UsageError("--irqchip kernel: interrupt remapping needs kvmpy's IOAPIC; use "
+                         "--iommu vtd,intremap=off or --irqchip split")
     nets = []
     if getattr(ns, "net", None):
         from .net.options import parse_nets
@@ -274,7 +308,8 @@ def config_from_namespace(ns: argparse.Namespace) -> MachineConfig:
     return MachineConfig(
         nets=nets,
         devices=list(getattr(ns, "device", [])),
-        iommu=parse_iommu(ns.iommu) if getattr(ns, "iommu", None) else None,
+        iommu=iommu,
+        irqchip=irqchip,
         kernel=Path(ns.kernel) if ns.kernel else None,
         hvm=hvm,
         drives=drives,

@@ -16,18 +16,30 @@ Linux finds VT-d only through this table (``detect_intel_iommu`` → ``parse_dma
 
 Platform devices behind the unit are not on a real PCI bus; QEMU names its IOAPIC with the
 pseudo requester id bus 0xFF, device 0, function 0 (``Q35_PSEUDO_BUS_PLATFORM``,
-``Q35_PSEUDO_DEVFN_IOAPIC``) and we do the same. Interrupt remapping will check remapped IOAPIC
-interrupts against that id; DMA remapping does not use it, but Linux wants every IOAPIC in a
-scope before it enables interrupt remapping, so the scope is always there. An HPET scope is
-optional (QEMU has none); its requester id is equally arbitrary and is a parameter.
+``Q35_PSEUDO_DEVFN_IOAPIC``) and we do the same (``IOAPIC_SOURCE_ID``). DMA remapping does not
+use it; interrupt remapping does: Linux (``ir_parse_one_ioapic_scope``) takes the scope's
+enumeration id as the IOAPIC id — it must equal the MADT's IOAPIC id, or Linux refuses interrupt
+remapping ("ioapic N has no mapping iommu") — and start bus plus the last path entry as its
+source id, which it writes into every IOAPIC IRTE with SVT = 1, SQ = 0 (a source id of 0 makes
+``set_ioapic_sid`` fail). So the IOAPIC's messages must reach the IOMMU carrying 0xFF00. The
+scope is always there. An HPET scope is optional (QEMU has none); its requester id is equally
+arbitrary and is a parameter.
+
+Flags: INTR_REMAP is set exactly when the unit offers ECAP.IR (Linux's ``dmar_ir_support``
+requires both). X2APIC_OPT_OUT stays clear as in QEMU's ``build_dmar_q35`` even without ECAP.EIM:
+Linux (``intel_prepare_irq_remapping``) then remaps in xAPIC mode ("dmar0 does not support EIM")
+and, as a KVM guest, may still run its LAPICs in x2APIC physical mode for APIC ids below 256; the
+opt-out bit would reach the same xAPIC remapping by another path, with a firmware warning.
 """
 
 from __future__ import annotations
 
 import struct
+from typing import Protocol
 
 from .. import layout
 from ..acpi.tables import Sdt
+from .intremap import IOAPIC_SOURCE_ID
 
 __all__ = [
     "DMAR_FLAG_INTR_REMAP",
@@ -35,6 +47,7 @@ __all__ = [
     "DRHD_INCLUDE_PCI_ALL",
     "SCOPE_IOAPIC",
     "SCOPE_HPET",
+    "IOAPIC_SOURCE_ID",
     "IOAPIC_REQUESTER_ID",
     "HPET_REQUESTER_ID",
     "Dmar",
@@ -50,13 +63,18 @@ SCOPE_PCI_BRIDGE = 2
 SCOPE_IOAPIC = 3
 SCOPE_HPET = 4
 
-#: The IOAPIC's pseudo requester id (bus 0xFF, 00.0), as QEMU's q35 gives it.
-IOAPIC_REQUESTER_ID = 0xFF00
+#: The IOAPIC's pseudo requester id (bus 0xFF, 00.0), as QEMU's q35 gives it (an older name).
+IOAPIC_REQUESTER_ID = IOAPIC_SOURCE_ID
 #: The HPET's pseudo requester id (bus 0xFF, 1f.0): any id no PCI function uses would do.
 HPET_REQUESTER_ID = 0xFF00 | (0x1F << 3)
 
 _DMAR_FIXED = struct.Struct("<BB10x")
 _DRHD = struct.Struct("<HHBBHQ")
+
+
+class _Unit(Protocol):
+    aw_bits: int
+    intremap: bool
 
 
 def device_scope(kind: int, enumeration_id: int, requester_id: int) -> bytes:
@@ -99,6 +117,14 @@ class Dmar(Sdt):
         self.x2apic_opt_out = x2apic_opt_out
         self.segment = segment
         super().__init__()
+
+    @classmethod
+    def for_unit(cls, iommu: _Unit, *, ioapic_id: int, hpet_id: int | None = None, **kw: object) -> Dmar:
+        """The DMAR describing ``iommu`` (an IntelIommu): its address width and INTR_REMAP flag,
+        so the table cannot disagree with ECAP.IR."""
+        return cls(
+            iommu.aw_bits, ioapic_id=ioapic_id, hpet_id=hpet_id, intr_remap=iommu.intremap, **kw  # type: ignore[arg-type]
+        )
 
     @property
     def flags(self) -> int:

@@ -29,6 +29,14 @@ PFO/IQE/ICE/ITE and every F) clears IP.
 Record layout (bits of the 128-bit register): 63:12 FI (page address of the request), 79:64 SID,
 103:96 FR (reason), 126 T (1 = read, 0 = write — the spec's encoding, which Linux prints as
 "DMA Read"/"DMA Write"), 127 F.
+
+**Interrupt-remapping faults** (reasons 0x20-0x26, spec "Interrupt Remapping Fault Conditions")
+share the same log and event. Their record carries the interrupt index in FI bits 63:48 (bits
+47:12 clear) and T = 0: T is defined only for DMA faults (QEMU's ``vtd_report_ir_fault`` records
+them the same way, and Linux's ``dmar_fault_do_one`` prints ``fault index`` as FI >> 48 for these
+reasons). A blocked request whose index was never computed (a malformed request, a blocked
+compatibility-format interrupt) records index 0. The IRTE's FPD bit suppresses the qualified
+ones: not present (0x22), reserved bits (0x24) and source-id mismatch (0x26).
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ from .regfile import RegisterFile
 __all__ = [
     "FaultReason",
     "QUALIFIED",
+    "IR_QUALIFIED",
+    "is_interrupt_fault",
     "describe",
     "TranslationFault",
     "FaultRecord",
@@ -76,6 +86,14 @@ class FaultReason(IntEnum):
     PAGING_ENTRY_RESERVED = 0xC
     TRANSLATION_TYPE_BLOCKED = 0xD  # only for translated/translation (ATS) requests; never raised here
     ROOT_TTM_INVALID = 0x30  # RTADDR.TTM programmed with a mode this unit does not support
+    # Interrupt remapping (spec 5.1.4.1 / 7.1): the FI field then holds the interrupt index.
+    IR_REQUEST_RESERVED = 0x20  # remappable request with reserved address/data bits set
+    IR_INDEX_BEYOND_TABLE = 0x21  # interrupt_index >= the table size IRTA.S latched
+    IR_ENTRY_NOT_PRESENT = 0x22
+    IR_TABLE_READ_ERROR = 0x23  # the IRTE could not be read from IRTA's address
+    IR_ENTRY_RESERVED = 0x24  # reserved (or conditionally reserved) IRTE bits set
+    IR_COMPAT_BLOCKED = 0x25  # compatibility-format interrupt while CFIS = 0 or EIME = 1
+    IR_SOURCE_ID_MISMATCH = 0x26  # requester id fails the IRTE's SVT/SQ/SID check
 
 
 _DESCRIPTIONS = {
@@ -93,6 +111,13 @@ _DESCRIPTIONS = {
     FaultReason.PAGING_ENTRY_RESERVED: "reserved bits set in a paging entry",
     FaultReason.TRANSLATION_TYPE_BLOCKED: "request blocked by the context entry's translation type",
     FaultReason.ROOT_TTM_INVALID: "root table address register names an unsupported table mode",
+    FaultReason.IR_REQUEST_RESERVED: "reserved bits set in a remappable interrupt request",
+    FaultReason.IR_INDEX_BEYOND_TABLE: "interrupt index beyond the remapping table size",
+    FaultReason.IR_ENTRY_NOT_PRESENT: "interrupt remapping table entry not present",
+    FaultReason.IR_TABLE_READ_ERROR: "interrupt remapping table could not be read",
+    FaultReason.IR_ENTRY_RESERVED: "reserved bits set in an interrupt remapping table entry",
+    FaultReason.IR_COMPAT_BLOCKED: "compatibility-format interrupt blocked",
+    FaultReason.IR_SOURCE_ID_MISMATCH: "interrupt requester failed the entry's source-id check",
 }
 
 #: Reasons that a context entry's FPD bit suppresses.
@@ -108,6 +133,24 @@ QUALIFIED = frozenset(
         FaultReason.TRANSLATION_TYPE_BLOCKED,
     }
 )
+
+
+#: Interrupt-remapping reasons that an IRTE's FPD bit suppresses (the spec's "qualified" ones).
+IR_QUALIFIED = frozenset(
+    {
+        FaultReason.IR_ENTRY_NOT_PRESENT,
+        FaultReason.IR_ENTRY_RESERVED,
+        FaultReason.IR_SOURCE_ID_MISMATCH,
+    }
+)
+
+IR_REASON_FIRST = 0x20
+IR_REASON_LAST = 0x2F
+
+
+def is_interrupt_fault(reason: int) -> bool:
+    """Whether a fault reason belongs to interrupt remapping (FI then holds an index)."""
+    return IR_REASON_FIRST <= reason <= IR_REASON_LAST
 
 
 def describe(reason: int) -> str:
@@ -150,16 +193,30 @@ FRCD_HI_T = 1 << 62  # 1 = read request
 FRCD_HI_FR_SHIFT = 32
 FRCD_HI_SID_MASK = 0xFFFF
 FRCD_LO_FI_MASK = ~0xFFF & 0xFFFF_FFFF_FFFF_FFFF
+FRCD_LO_IR_INDEX_SHIFT = 48  # interrupt-remapping faults: FI bits 63:48 are the index
 
 
 @dataclass(frozen=True)
 class FaultRecord:
-    """One fault recording register's content."""
+    """One fault recording register's content.
+
+    For an interrupt-remapping fault ``addr`` is the FI field as recorded (index << 48) and
+    ``write`` is True (T = 0); ``interrupt``/``index`` read it the way software does.
+    """
 
     sid: int
     addr: int
     reason: int
     write: bool
+
+    @property
+    def interrupt(self) -> bool:
+        return is_interrupt_fault(self.reason)
+
+    @property
+    def index(self) -> int:
+        """The interrupt index of an interrupt-remapping fault (FI bits 63:48)."""
+        return self.addr >> FRCD_LO_IR_INDEX_SHIFT
 
     def encode(self) -> tuple[int, int]:
         """(low qword, high qword) with F set."""
@@ -242,6 +299,10 @@ class FaultLog:
         self.regs.set(st.csr, "FSTS", new_fsts)
         self.raise_event(st, fsts)
         return "recorded"
+
+    def record_interrupt(self, st: _RingState, sid: int, index: int, reason: int) -> str:
+        """Log one interrupt-remapping fault: FI = index << 48, T = 0 (see the module docstring)."""
+        return self.record(st, sid, (index & 0xFFFF) << FRCD_LO_IR_INDEX_SHIFT, reason, True)
 
     def update_ppf(self, st: _RingState) -> None:
         """Recompute FSTS.PPF after software cleared F bits, then maybe clear FECTL.IP."""

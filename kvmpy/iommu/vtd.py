@@ -4,14 +4,23 @@ What it is: the 4 KiB register block Linux's ``intel-iommu`` driver (and our own
 drive, the legacy root/context tables and second-level page walk (``tables``), the primary fault
 log and fault event (``faults``), a context cache and an IOTLB that the guest must invalidate —
 through registers or through the invalidation queue — and one translated ``DmaSpace`` per PCI
-requester. Devices never see this class: the PCI bus hands each function
-``iommu.dma_space(requester_id)`` through its ``dma_provider`` seam.
+requester; with ``intremap`` also interrupt remapping (``intremap``: the IRTE lookup and the
+interrupt-entry cache) and one remapping ``MsiSender`` per requester. Devices never see this
+class: the PCI bus hands each function ``iommu.dma_space(requester_id)`` through its
+``dma_provider`` seam, and its MSIs go out through ``iommu.msi_sender(requester_id)``.
 
 **Wiring** (the machine builder):
 ``mmio.register(layout.VTD_BASE, VTD_MMIO_SIZE, iommu, "vt-d", sizes=VTD_ACCESS_SIZES)``;
 ``pci.set_dma_provider(iommu.dma_space)``; ``msi`` is the machine's MsiSender (fault and
-invalidation-completion events are ordinary compatibility-format MSIs); the ACPI DMAR table from
-``kvmpy.iommu.dmar`` goes into ``build_tables(extra_tables=[...])``.
+invalidation-completion events are ordinary compatibility-format MSIs, never remapped); the ACPI
+DMAR table from ``kvmpy.iommu.dmar`` goes into ``build_tables(extra_tables=[...])`` — with
+``intr_remap=iommu.intremap`` (``Dmar.for_unit(iommu, ...)`` does that), since Linux enables
+interrupt remapping only when the DMAR flag, ECAP.IR and the IOAPIC's device scope all agree.
+With interrupt remapping, every interrupt source sends through ``iommu.msi_sender(rid)``: PCI
+functions with their bus:dev.fn, the IOAPIC with ``IOAPIC_SOURCE_ID`` (0xFF00, the id its DMAR
+scope names); ``translate_msi`` gives the same answer without sending, for sources whose
+messages are cached as KVM GSI routes, and ``on_irte_change`` says when such routes must be
+recomputed.
 
 **Capabilities** mirror QEMU's ``intel-iommu`` so Linux takes the same paths as on QEMU: VER 1.0;
 CAP with ND=6 (65536 domains), SAGAW 39-bit (and 48-bit when ``aw_bits=48``), MGAW = aw_bits-1,
@@ -20,14 +29,18 @@ per ``fault_records``, CM per ``caching_mode``; ECAP with QI per ``queued_invali
 0xF (IVA at 0xF0, IOTLB at 0xF8), PT per ``pass_through``, and C (page-walk coherency) clear as
 QEMU reports it (Linux then flushes CPU caches after table updates: harmless). No ESRTPS, so
 Linux issues the global context and IOTLB invalidations after setting the root pointer, which
-exercises both invalidation paths. RWBF, PLMR/PHMR, AFL, DT, IR, SMTS are not offered.
+exercises both invalidation paths. With ``intremap`` (which needs QI, as Linux does), ECAP.IR and
+MHMV = 0xF as QEMU; ECAP.EIM (x2APIC 32-bit destinations) only with ``eim``. RWBF, PLMR/PHMR,
+AFL, DT, PI, SMTS are not offered.
 
 **Register semantics** are data (``_registers``): writable, write-1-to-clear and write-only
 bits per register, and the action a write starts. 8-byte registers may be accessed whole or as
 two dwords; CCMD and IOTLB act when their high dword is written (``writeq`` or the second
 ``writel``). GCMD is write-only: each write is the full desired state of the persistent bits
 (TE, QIE) plus one-shot commands (SRTP, WBF), and GSTS follows at once because drivers spin on
-it. Reserved bits ignore writes and read 0; nothing a guest writes raises.
+it. Reserved bits ignore writes and read 0; nothing a guest writes raises. With interrupt
+remapping, GCMD.SIRTP latches IRTA (address, EIME, size) and sets GSTS.IRTPS; IRE and CFI are
+persistent bits mirrored in GSTS.IRES/CFIS.
 
 **Caching.** The context cache holds validated context entries by requester; the IOTLB holds
 leaf translations by (requester, page, size), tagged with the domain id, so domain- and
@@ -44,15 +57,21 @@ model does not keep.
 descriptor or tail sets FSTS.IQE (IQER.IQEI says why), leaves IQH at that descriptor and stops
 fetching until software clears IQE.
 
-**Interrupt remapping** is later work; it plugs in at: ECAP.IR/EIM/MHMV and the DMAR flag,
-GCMD.IRE/SIRTP/CFI (``_GCMD_COMMANDS``), IRTA (0xB8, reserved here), the interrupt-entry-cache
-descriptor (``_inv_iec``, accepted as a no-op now) and a per-requester MsiSender wrapper next to
-``dma_space``.
+**Interrupt remapping** (``intremap.py`` has the formats and checks). While GSTS.IRES = 0 every
+message passes unchanged. With it set, a remappable-format message is looked up in the IRTE the
+handle (and subhandle) names and delivered as the compatibility-format message the entry
+describes; a compatibility-format message passes only while CFIS = 1 (and EIME = 0). A blocked
+message is dropped, recorded in the same fault log as DMA faults (FI = index << 48, T = 0) unless
+the IRTE's FPD suppresses a qualified reason, and reported as ``"vtd.ir-fault"``. Validated IRTEs
+are cached until an IEC descriptor (global or index-selective), SIRTP, or a full cache drops
+them. ``on_irte_change()`` is called after every IEC invalidation, SIRTP, IRE or CFI change,
+reset and restore — whenever a message's translation may have changed.
 
 **Trace events**: ``on_event(name, fields)``, when set, is called with ``"vtd.fault"`` for every
 blocked request (``outcome``: recorded, suppressed by FPD, collapsed or overflow),
 ``"vtd.invalidate"`` for every invalidation (``cache`` context/iotlb/device-tlb/iec,
-``granularity``, ``via`` register or queue), ``"vtd.wait"`` for wait descriptors,
+``granularity``, ``via`` register or queue), ``"vtd.ir-fault"`` for every blocked interrupt
+(``sid``, ``index``, ``reason``, ``outcome``, ``address``, ``data``), ``"vtd.wait"`` for wait descriptors,
 ``"vtd.queue-error"`` when IQE is set, and ``"vtd.command"`` for GCMD commands. Fields are plain
 ints, bools and strings.
 """
@@ -73,12 +92,14 @@ from .faults import (
     FSTS_IQE,
     FSTS_ITE,
     FSTS_PFO,
+    IR_QUALIFIED,
     QUALIFIED,
     FaultLog,
     FaultReason,
     TranslationFault,
     describe,
 )
+from .intremap import IRTA_EIME, IRTA_S_MASK, InterruptRemapper, IrFault
 from .regfile import Reg, RegisterFile
 from .tables import TT_PASS_THROUGH, ContextEntry, PageWalker
 
@@ -89,6 +110,7 @@ __all__ = [
     "VTD_ACCESS_SIZES",
     "IntelIommu",
     "VtdDmaSpace",
+    "VtdMsiSender",
     "VtdDmaFault",
     "VtdState",
     "VtdStats",
@@ -122,6 +144,7 @@ REG_IEDATA = 0xA4
 REG_IEADDR = 0xA8
 REG_IEUADDR = 0xAC
 REG_IQER = 0xB0
+REG_IRTA = 0xB8
 #: IVA and IOTLB sit at ECAP.IRO*16 (QEMU's placement).
 IOTLB_REG_OFFSET = 0xF0
 REG_IVA = IOTLB_REG_OFFSET
@@ -151,8 +174,11 @@ ECAP_C = 1 << 0
 ECAP_QI = 1 << 1
 ECAP_DT = 1 << 2
 ECAP_IR = 1 << 3
+ECAP_EIM = 1 << 4
 ECAP_PT = 1 << 6
 ECAP_IRO_SHIFT = 8
+ECAP_MHMV_SHIFT = 20
+MHMV = 0xF  # largest IEC index mask (IM) the unit honours, as QEMU reports it
 
 # --- GCMD / GSTS (10.4.4, 10.4.5): same bit positions -----------------------------------
 GCMD_TE = 1 << 31
@@ -255,9 +281,10 @@ class VtdState:
     """Guest-visible state: the register bytes and what hardware latched from them.
 
     ``root``/``ttm`` are latched by SRTP, the queue base and size by QIE; ``iq_head`` is IQH in
-    descriptors; ``next_fault`` is the fault-record slot the next fault goes to. The caches are
-    not state: hardware may drop cached entries at any time, so a restored unit starts with
-    empty caches.
+    descriptors; ``next_fault`` is the fault-record slot the next fault goes to; ``irt_*`` are
+    the interrupt-remapping table address, entry count (0: none latched) and EIME latched by
+    SIRTP. The caches are not state: hardware may drop cached entries at any time, so a restored
+    unit starts with empty caches (the interrupt-entry cache included).
     """
 
     csr: bytearray
@@ -267,6 +294,9 @@ class VtdState:
     iq_entries: int = 0
     iq_head: int = 0
     next_fault: int = 0
+    irt_base: int = 0
+    irt_entries: int = 0
+    irt_eime: bool = False
 
     def reset(self, power_on: bytearray) -> None:
         self.restore(VtdState(bytearray(power_on)))
@@ -285,12 +315,17 @@ class VtdStats:
 
     walks: int = 0
     faults: int = 0
+    interrupts: int = 0  # messages remapped and delivered
+    ir_faults: int = 0
     invalidations: dict[str, int] = field(default_factory=dict)
 
 
 def _registers(cap: int, ecap: int, aw_bits: int, nfr: int) -> list[Reg]:
     """The register block as data (offset, width, reset value, bit semantics, action)."""
     haw_page = ((1 << aw_bits) - 1) & ~0xFFF
+    # The upper message-address registers carry x2APIC destination bits 31:8, so they exist only
+    # with ECAP.EIM (spec 10.4.13, 10.4.27).
+    upper = 0xFFFF_FFFF if ecap & ECAP_EIM else 0
     regs = [
         Reg("VER", REG_VER, 4, reset=0x10),  # 1.0
         Reg("CAP", REG_CAP, 8, reset=cap),
@@ -303,7 +338,7 @@ def _registers(cap: int, ecap: int, aw_bits: int, nfr: int) -> list[Reg]:
         Reg("FECTL", REG_FECTL, 4, reset=1 << 31, writable=1 << 31, on_write="_w_fectl"),
         Reg("FEDATA", REG_FEDATA, 4, writable=0xFFFF),
         Reg("FEADDR", REG_FEADDR, 4, writable=0xFFFF_FFFC),
-        Reg("FEUADDR", REG_FEUADDR, 4),  # reserved (reads 0) without ECAP.EIM
+        Reg("FEUADDR", REG_FEUADDR, 4, writable=upper),  # reserved (reads 0) without ECAP.EIM
         Reg("PMEN", REG_PMEN, 4),  # read-only 0: no protected memory regions (CAP.PLMR = PHMR = 0)
         Reg("IVA", REG_IVA, 8, writable=IVA_WRITABLE, write_only=(1 << 64) - 1),
         Reg("IOTLB", REG_IOTLB, 8, writable=IOTLB_WRITABLE, on_write="_w_iotlb", trigger=(4, 8)),
@@ -317,9 +352,12 @@ def _registers(cap: int, ecap: int, aw_bits: int, nfr: int) -> list[Reg]:
             Reg("IECTL", REG_IECTL, 4, reset=IECTL_IM, writable=IECTL_IM, on_write="_w_iectl"),
             Reg("IEDATA", REG_IEDATA, 4, writable=0xFFFF),
             Reg("IEADDR", REG_IEADDR, 4, writable=0xFFFF_FFFC),
-            Reg("IEUADDR", REG_IEUADDR, 4),
+            Reg("IEUADDR", REG_IEUADDR, 4, writable=upper),
             Reg("IQER", REG_IQER, 8),
         ]
+    if ecap & ECAP_IR:
+        eime = IRTA_EIME if ecap & ECAP_EIM else 0
+        regs.append(Reg("IRTA", REG_IRTA, 8, writable=haw_page | eime | IRTA_S_MASK))
     for i in range(nfr):
         off = FRCD_REG_OFFSET + 16 * i
         regs.append(Reg(f"FRCD{i}_LO", off, 8))
@@ -331,7 +369,11 @@ class IntelIommu:
     """One VT-d remapping unit (see the module docstring).
 
     ``memory`` is raw guest memory (tables, queue and status writes go there untranslated);
-    ``msi`` delivers the fault and completion events.
+    ``msi`` delivers the fault and completion events, and every interrupt ``msi_sender`` lets
+    through. ``intremap`` offers interrupt remapping (needs ``queued_invalidation``: the
+    interrupt-entry cache is invalidated only through the queue); ``eim`` adds x2APIC 32-bit
+    destinations (ECAP.EIM, IRTA.EIME). ``on_irte_change`` is called whenever remapped messages
+    may translate differently (see the module docstring).
     """
 
     LENGTH = VTD_MMIO_SIZE
@@ -347,15 +389,25 @@ class IntelIommu:
         queued_invalidation: bool = True,
         pass_through: bool = True,
         fault_records: int = 4,
+        intremap: bool = False,
+        eim: bool = False,
         on_event: EventHook | None = None,
+        on_irte_change: Callable[[], None] | None = None,
     ) -> None:
         if aw_bits not in (39, 48):
             raise ValueError(f"aw_bits must be 39 or 48, not {aw_bits}")
         if not 1 <= fault_records <= 256 or FRCD_REG_OFFSET + 16 * fault_records > VTD_MMIO_SIZE:
             raise ValueError(f"fault_records must be 1..{(VTD_MMIO_SIZE - FRCD_REG_OFFSET) // 16}")
+        if intremap and not queued_invalidation:
+            raise ValueError("interrupt remapping needs queued invalidation (Linux requires ECAP.QI for it)")
+        if eim and not intremap:
+            raise ValueError("eim (x2APIC interrupt destinations) is part of interrupt remapping")
         self.memory = memory
         self.msi = msi
         self.on_event = on_event
+        self.on_irte_change = on_irte_change
+        self.intremap = intremap
+        self.eim = eim
         self.aw_bits = aw_bits
         self.caching_mode = caching_mode
         self.queued_invalidation = queued_invalidation
@@ -379,6 +431,8 @@ class IntelIommu:
             (ECAP_QI if queued_invalidation else 0)
             | (IOTLB_REG_OFFSET // 16) << ECAP_IRO_SHIFT
             | (ECAP_PT if pass_through else 0)
+            | (ECAP_IR | MHMV << ECAP_MHMV_SHIFT if intremap else 0)
+            | (ECAP_EIM if eim else 0)
         )
         self.regs = RegisterFile(VTD_MMIO_SIZE, _registers(self.cap, self.ecap, aw_bits, fault_records))
         self.walker = PageWalker(aw_bits, frozenset(agaws), pass_through=pass_through)
@@ -386,7 +440,11 @@ class IntelIommu:
         self.state = VtdState(self.regs.power_on())
         self.stats = VtdStats()
         self._spaces: dict[int, VtdDmaSpace] = {}
+        self._senders: dict[int, VtdMsiSender] = {}
+        self.remapper = InterruptRemapper(memory)
         self._te = False
+        self._ire = False
+        self._cfi = False
         self._ccache: dict[int, ContextEntry] = {}
         self._tlb4k: dict[int, _IotlbEntry] = {}
         self._tlb2m: dict[int, _IotlbEntry] = {}
@@ -407,12 +465,28 @@ class IntelIommu:
         self._after_state_change()
 
     def _after_state_change(self) -> None:
-        self._te = bool(self.regs.get(self.state.csr, "GSTS") & GCMD_TE)
+        gsts = self.regs.get(self.state.csr, "GSTS")
+        self._te = bool(gsts & GCMD_TE)
+        self._ire = bool(gsts & GCMD_IRE)
+        self._cfi = bool(gsts & GCMD_CFI)
         self._flush_all()
+        st = self.state
+        self.remapper.set_table(st.irt_base, st.irt_entries, st.irt_eime)
+        self._irte_changed()
 
     @property
     def translation_enabled(self) -> bool:
         return self._te
+
+    @property
+    def interrupt_remapping_enabled(self) -> bool:
+        """GSTS.IRES: messages from ``msi_sender`` are being remapped."""
+        return self._ire
+
+    @property
+    def compatibility_format_allowed(self) -> bool:
+        """Whether a compatibility-format message passes now (IR off, or CFIS = 1 and EIME = 0)."""
+        return not self._ire or (self._cfi and not self.remapper.eime)
 
     def reg(self, name: str) -> int:
         """A register's raw value, for tests and ``kvmpy info``-style introspection."""
@@ -472,6 +546,43 @@ class IntelIommu:
         self._set_status(GCMD_SRTP, True)  # RTPS
         self._flush_all()
         self._emit("vtd.command", command="root-table", root=self.state.root, ttm=self.state.ttm)
+
+    def _cmd_ir_table(self) -> None:
+        """SIRTP: latch IRTA; the interrupt-entry cache is invalidated with it (as QEMU does)."""
+        if not self.intremap:
+            return
+        st = self.state
+        irta = self._get("IRTA")
+        st.irt_base = irta & self.walker.addr_mask
+        st.irt_entries = 2 << (irta & IRTA_S_MASK)
+        st.irt_eime = bool(irta & IRTA_EIME)
+        self.remapper.set_table(st.irt_base, st.irt_entries, st.irt_eime)
+        self._set_status(GCMD_SIRTP, True)  # IRTPS
+        self._emit(
+            "vtd.command", command="ir-table", base=st.irt_base, entries=st.irt_entries, eime=st.irt_eime
+        )
+        self._irte_changed()
+
+    def _cmd_interrupt_remapping(self, enable: bool) -> None:
+        if not self.intremap:
+            return
+        self._set_status(GCMD_IRE, enable)  # IRES
+        self._ire = enable
+        self._emit("vtd.command", command="interrupt-remapping", enable=enable)
+        self._irte_changed()
+
+    def _cmd_compatibility_format(self, enable: bool) -> None:
+        if not self.intremap:
+            return
+        self._set_status(GCMD_CFI, enable)  # CFIS
+        self._cfi = enable
+        self._emit("vtd.command", command="compatibility-format", enable=enable)
+        self._irte_changed()
+
+    def _irte_changed(self) -> None:
+        hook = self.on_irte_change
+        if hook is not None:
+            hook()
 
     def _cmd_write_buffer_flush(self) -> None:
         # CAP.RWBF = 0: nothing is buffered, the flush completes at once (WBFS stays 0).
@@ -650,8 +761,15 @@ class IntelIommu:
         return None
 
     def _inv_iec(self, *, global_: bool, index: int, mask: int) -> None:
-        """Interrupt-entry-cache invalidation: the interrupt-remapping work hooks in here."""
+        """Interrupt-entry-cache invalidation (queue only: there is no register interface).
+
+        Index-selective invalidation drops 2^IM entries from IIDX rounded down to that size; an
+        IM above MHMV is honoured too (more is invalidated, never less). Without ECAP.IR the
+        descriptor is accepted and does nothing, as there is no cache.
+        """
         self._count("iec")
+        if self.intremap:
+            self.remapper.invalidate(None if global_ else index, mask)
         self._emit(
             "vtd.invalidate",
             cache="iec",
@@ -660,6 +778,7 @@ class IntelIommu:
             im=mask,
             via="queue",
         )
+        self._irte_changed()
 
     def _desc_wait(self, lo: int, hi: int) -> int | None:
         if lo & _WAIT_RSVD[0] or hi & _WAIT_RSVD[1]:
@@ -781,6 +900,70 @@ class IntelIommu:
             space = self._spaces[sid] = VtdDmaSpace(self, sid)
         return space
 
+    # -- interrupt remapping -----------------------------------------------------------------
+    def msi_sender(self, requester_id: int) -> VtdMsiSender:
+        """The MsiSender for interrupts from requester ``bus << 8 | dev << 3 | fn``.
+
+        While remapping is off it forwards to the machine's sender unchanged; while it is on,
+        each message is remapped (or blocked and recorded as a fault) — see the module docstring.
+        The IOAPIC uses ``IOAPIC_SOURCE_ID``.
+        """
+        sid = requester_id & 0xFFFF
+        sender = self._senders.get(sid)
+        if sender is None:
+            sender = self._senders[sid] = VtdMsiSender(self, sid)
+        return sender
+
+    def translate_msi(
+        self, requester_id: int | None, address: int, data: int, *, record_fault: bool = False
+    ) -> tuple[int, int] | None:
+        """The (address, data) a message from ``requester_id`` would be delivered as, or None.
+
+        For sources whose messages live in KVM GSI routes (the IOAPIC's pins, irqfd-driven
+        MSIs): call again after ``on_irte_change``. A blocked message is recorded as a fault
+        only with ``record_fault`` (computing a route is not an interrupt). ``requester_id`` None
+        skips source-id verification.
+        """
+        if not self._ire:
+            return address, data
+        sid = None if requester_id is None else requester_id & 0xFFFF
+        return self._remap(sid, address, data, record_fault)
+
+    def _send_interrupt(self, sid: int, address: int, data: int) -> None:
+        if not self._ire:
+            self.msi.send(address, data)
+            return
+        out = self._remap(sid, address, data, True)
+        if out is not None:
+            self.stats.interrupts += 1
+            self.msi.send(out[0], out[1])
+
+    def _remap(self, sid: int | None, address: int, data: int, record: bool) -> tuple[int, int] | None:
+        try:
+            return self.remapper.remap(sid, address, data, cfi=self._cfi)
+        except IrFault as f:
+            if record:
+                self._ir_fault(0 if sid is None else sid, address, data, f)
+            return None
+
+    def _ir_fault(self, sid: int, address: int, data: int, f: IrFault) -> None:
+        self.stats.ir_faults += 1
+        if f.fpd and f.reason in IR_QUALIFIED:
+            outcome = "suppressed"
+        else:
+            outcome = self.faults.record_interrupt(self.state, sid, f.index, int(f.reason))
+        self._emit(
+            "vtd.ir-fault",
+            sid=sid,
+            bdf=f"{sid >> 8:02x}:{sid >> 3 & 0x1F:02x}.{sid & 7}",
+            index=f.index,
+            reason=int(f.reason),
+            text=describe(f.reason),
+            outcome=outcome,
+            address=address,
+            data=data,
+        )
+
     def translate(self, requester_id: int, addr: int, write: bool) -> int:
         """Translate one address as a DMA of one byte would (faults recorded as for DMA)."""
         return self._map(requester_id & 0xFFFF, addr, 1, write)[0][0]
@@ -871,12 +1054,17 @@ class IntelIommu:
 
 
 #: GCMD bits: (bit, persistent?, handler). Persistent bits act when they differ from GSTS;
-#: one-shot bits act whenever written as 1. IRE, SIRTP and CFI join with interrupt remapping.
+#: one-shot bits act whenever written as 1. SIRTP runs before IRE so that one write setting
+#: both enables remapping with the new table (QEMU's order). The IR commands do nothing
+#: without ``intremap`` (GSTS stays 0).
 _GCMD_COMMANDS: tuple[tuple[int, bool, str], ...] = (
     (GCMD_TE, True, "_cmd_translation"),
     (GCMD_SRTP, False, "_cmd_root_table"),
     (GCMD_WBF, False, "_cmd_write_buffer_flush"),
     (GCMD_QIE, True, "_cmd_queued_invalidation"),
+    (GCMD_SIRTP, False, "_cmd_ir_table"),
+    (GCMD_IRE, True, "_cmd_interrupt_remapping"),
+    (GCMD_CFI, True, "_cmd_compatibility_format"),
 )
 
 #: Invalidation descriptor handlers by type (bits 3:0 of qword 0). Types 6-9 exist only in
@@ -967,3 +1155,20 @@ class VtdDmaSpace:
     def __repr__(self) -> str:
         sid = self.requester_id
         return f"<VtdDmaSpace {sid >> 8:02x}:{sid >> 3 & 0x1F:02x}.{sid & 7}>"
+
+
+class VtdMsiSender:
+    """One requester's interrupts through the IOMMU (an ``MsiSender``; see ``msi_sender``)."""
+
+    __slots__ = ("_iommu", "requester_id")
+
+    def __init__(self, iommu: IntelIommu, requester_id: int) -> None:
+        self._iommu = iommu
+        self.requester_id = requester_id
+
+    def send(self, address: int, data: int) -> None:
+        self._iommu._send_interrupt(self.requester_id, address, data)
+
+    def __repr__(self) -> str:
+        sid = self.requester_id
+        return f"<VtdMsiSender {sid >> 8:02x}:{sid >> 3 & 0x1F:02x}.{sid & 7}>"

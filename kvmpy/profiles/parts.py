@@ -33,7 +33,7 @@ def iommu_tables(config) -> list:
     from ..iommu import Dmar
 
     # the IOAPIC's id is the CPU count (kvmpy's MADT numbers the CPUs from 0)
-    return [Dmar(config.iommu.aw_bits, ioapic_id=config.cpus)]
+    return [Dmar(config.iommu.aw_bits, ioapic_id=config.cpus, intr_remap=config.iommu.intremap)]
 
 
 def place_iommu(m: Machine, pci: PciBus) -> Any:
@@ -45,11 +45,29 @@ def place_iommu(m: Machine, pci: PciBus) -> Any:
     from ..iommu import VTD_ACCESS_SIZES, VTD_MMIO_SIZE, IntelIommu
 
     iommu = IntelIommu(m.memory, m.msi_sender, aw_bits=spec.aw_bits, caching_mode=spec.caching_mode,
-                       queued_invalidation=spec.queued_invalidation)
+                       queued_invalidation=spec.queued_invalidation,
+                       intremap=spec.intremap)
     m.mmio.register(layout.VTD_BASE, VTD_MMIO_SIZE, iommu, "vt-d", sizes=VTD_ACCESS_SIZES)
     pci.set_dma_provider(iommu.dma_space)
     iommu.on_event = lambda name, fields: _trace_iommu(m, name, fields)
+    if spec.intremap:
+        route_msis_through(iommu, pci, m)
     return iommu
+
+
+def route_msis_through(iommu: Any, pci: PciBus, m: Machine) -> None:
+    """Interrupt remapping: every PCI function's MSIs, and the IOAPIC's messages, pass the
+    IOMMU's remapping as their requester (bus:dev.fn; the IOAPIC its DMAR-scope source-id)."""
+    from ..iommu import IOAPIC_SOURCE_ID
+
+    for dev, fn, function in pci.functions():
+        if getattr(function, "msi_sender", None) is not None:
+            function.msi_sender = iommu.msi_sender(dev << 3 | fn)
+    chip = m.irqchip
+    if chip is not None:
+        chip.set_remapping(iommu.msi_sender(IOAPIC_SOURCE_ID),
+                           lambda a, d: iommu.translate_msi(IOAPIC_SOURCE_ID, a, d))
+        iommu.on_irte_change = chip.refresh_routes
 
 
 def _trace_iommu(m: Machine, name: str, fields: dict) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import struct
+import threading
 import time
 from time import perf_counter
 from typing import TYPE_CHECKING
@@ -86,8 +87,14 @@ class VcpuLoop:
         self.vcpu = vcpu
         self.index = vcpu.index
         self.exits = 0
+        #: the thread running this vCPU (the split irqchip kicks the boot CPU's)
+        self.thread: threading.Thread | None = None
+        #: vCPU 0 with the split irqchip: PIC interrupts are injected from this loop
+        chip = machine.irqchip
+        self.injector = chip if chip is not None and vcpu.index == 0 else None
 
     def run(self) -> None:
+        self.thread = threading.current_thread()
         try:
             self._run()
         except BaseException as e:  # any failure in a vCPU thread must end the run, with a report
@@ -116,7 +123,11 @@ class VcpuLoop:
                 r = ioctl(fd, KVM_RUN, NULL)
                 if r:
                     if r in _RETRY:
-                        continue  # EINTR (a kick) or EAGAIN (INIT/SIPI in progress): re-enter
+                        # EINTR (a kick) or EAGAIN (INIT/SIPI in progress): re-enter, with the
+                        # PIC's interrupt when the kick was the split irqchip's
+                        if self.injector is not None:
+                            self.injector.inject(vcpu)
+                        continue
                     raise KvmError("KVM_RUN", -r)
                 exits += 1
                 reason, direction, size, port, count, data_off = head_unpack(runmm, 0)
@@ -308,8 +319,13 @@ class VcpuLoop:
             regs = self.vcpu.get_regs()
             if not regs.rflags & (1 << 9):
                 m.request_stop(GuestStop.of(StopReason.HALTED, "the guest halted with interrupts off"))
+        elif reason == lib.KVM_EXIT_IOAPIC_EOI:
+            # split irqchip: the EOI of a level-triggered vector the IOAPIC sent
+            if m.irqchip is not None:
+                m.irqchip.eoi(run.eoi.vector)
         elif reason in (lib.KVM_EXIT_INTR, lib.KVM_EXIT_IRQ_WINDOW_OPEN):
-            pass
+            if self.injector is not None:
+                self.injector.inject(self.vcpu)
         else:
             name = EXIT_NAMES.get(reason, str(reason))
             self._trace(OtherExit(self.index, now, reason, name))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hvmtools import SECTOR, HvmMachine, make_disk, read_png
 
 # -- int13 --------------------------------------------------------------------------------------
@@ -44,14 +45,19 @@ def sectors(image: bytes, lba: int, n: int) -> bytes:
     return image[lba * SECTOR : (lba + n) * SECTOR]
 
 
-def test_int13_disk_services(hvm, bootsect, tmp_path: Path) -> None:
+@pytest.mark.parametrize("platform", [
+    pytest.param([], id="in-kernel-irqchip"),
+    # SeaBIOS on kvmpy's own PICs, PIT and IOAPIC (the split irqchip), with the IOMMU present
+    pytest.param(["--iommu", "vtd"], id="vtd-split-irqchip"),
+])
+def test_int13_disk_services(hvm, bootsect, tmp_path: Path, platform: list[str]) -> None:
     """Reads through AH=02 and AH=42 return the image's bytes, AH=48 reports its size, reads
     past the end fail, and what AH=03 and AH=43 wrote is on the image file afterwards, with
     every other sector untouched."""
     disk = tmp_path / "int13.img"
     original = make_disk(disk, INT13_DISK_SECTORS * SECTOR, bootsect("int13"),
                          fill=lambda size: random.Random(13).randbytes(size))
-    h: HvmMachine = hvm("--hvm", str(disk), "--memory", "64M")
+    h: HvmMachine = hvm("--hvm", str(disk), "--memory", "64M", *platform)
     stop = h.run()
     out = h.serial
     assert stop.status == 1 and "INT13 OK" in out, f"int13 did not pass{h.report()}"

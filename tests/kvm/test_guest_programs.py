@@ -12,9 +12,10 @@ from kvmpy.machine import Machine
 from kvmpy.options import MachineConfig
 
 
+@pytest.mark.parametrize("irqchip", ["kernel", "split"])
 @pytest.mark.parametrize("cpus", [1, 2, 4])
-def test_smp_bring_up(kvmpy_boot, cpus):
-    r = kvmpy_boot("smp", "--cpus", str(cpus), "--memory", "64M")
+def test_smp_bring_up(kvmpy_boot, cpus, irqchip):
+    r = kvmpy_boot("smp", "--cpus", str(cpus), "--memory", "64M", "--irqchip", irqchip)
     assert r.status == 1, r.out + r.err
     assert f"CPUS {cpus}" in r.out and "SMP OK" in r.out
     ups = sorted(int(x) for x in re.findall(r"AP (\d+) up", r.out))
@@ -38,13 +39,15 @@ def test_fw_cfg_from_a_guest(guest_program):
     assert re.search(r"96 MiB|0x6000000|100663296", out), out
 
 
+@pytest.mark.parametrize("irqchip", ["kernel", "split"])
 @pytest.mark.parametrize("route", ["ioapic", "pic"])
-def test_serial_thre_and_rx_interrupts(guest_program, route):
+def test_serial_thre_and_rx_interrupts(guest_program, route, irqchip):
     """Input typed once the guest's driver is ready (it flushes the FIFO when it sets up, as
-    Linux's 8250 driver does) arrives through RX interrupts and is echoed back."""
+    Linux's 8250 driver does) arrives through RX interrupts and is echoed back — through KVM's
+    in-kernel PIC and IOAPIC, and through kvmpy's own (the split irqchip)."""
     line = b"the quick brown fox jumps over the lazy dog"
     cmd = [sys.executable, "-m", "kvmpy", "boot", "--kernel", str(guest_program("serial_irq")),
-           "--append", f"rx={route}"]
+           "--append", f"rx={route}", "--irqchip", irqchip]
     with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE) as p:
         seen = b""
