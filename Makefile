@@ -38,7 +38,7 @@ build/.deps-stamp: Makefile
 	@mkdir -p build && touch $@
 
 venv: $(VENV)/.stamp
-$(VENV)/.stamp: pyproject.toml setup.py kvmpy/_ffi_build.py
+$(VENV)/.stamp: pyproject.toml setup.py kvmpy/_ffi_build.py kvmpy/_vfio_ffi_build.py
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -e '.[dev]'
@@ -73,5 +73,5 @@ lint: setup
 	$(VENV)/bin/ruff check kvmpy tests firmware bench examples
 
 clean:
-	rm -rf build $(VENV) kvmpy/*.so kvmpy/_kvm_ffi.c
+	rm -rf build $(VENV) kvmpy/*.so kvmpy/_kvm_ffi.c kvmpy/_vfio_ffi.c
 	$(MAKE) -C firmware clean

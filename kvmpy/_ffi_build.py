@@ -18,7 +18,7 @@ KVM_GET_LAPIC KVM_SET_LAPIC KVM_GET_FPU KVM_SET_FPU KVM_GET_MSRS KVM_SET_MSRS
 KVM_GET_VCPU_EVENTS KVM_SET_VCPU_EVENTS KVM_GET_MP_STATE KVM_SET_MP_STATE KVM_ENABLE_CAP
 KVM_IOEVENTFD KVM_IRQFD KVM_GET_DIRTY_LOG KVM_TRANSLATE KVM_GET_STATS_FD
 KVM_REGISTER_COALESCED_MMIO KVM_UNREGISTER_COALESCED_MMIO KVM_SET_GSI_ROUTING KVM_GET_TSC_KHZ
-KVM_SET_GUEST_DEBUG KVM_GET_XSAVE KVM_SET_XSAVE KVM_INTERRUPT
+KVM_SET_GUEST_DEBUG KVM_GET_XSAVE KVM_SET_XSAVE KVM_INTERRUPT KVM_CREATE_DEVICE KVM_SET_DEVICE_ATTR
 """.split()
 
 _CONSTANTS = """
@@ -54,6 +54,7 @@ KVM_STATS_BASE_POW10 KVM_STATS_BASE_POW2
 KVM_GUESTDBG_ENABLE KVM_GUESTDBG_SINGLESTEP
 KVM_IRQ_ROUTING_IRQCHIP KVM_IRQ_ROUTING_MSI KVM_IRQCHIP_PIC_MASTER KVM_IRQCHIP_PIC_SLAVE
 KVM_IRQCHIP_IOAPIC KVM_IRQFD_FLAG_RESAMPLE
+KVM_DEV_TYPE_VFIO KVM_DEV_VFIO_GROUP KVM_DEV_VFIO_GROUP_ADD KVM_DEV_VFIO_GROUP_DEL KVM_CAP_IRQFD_RESAMPLE
 """.split()
 
 _CDEF = (
@@ -105,6 +106,8 @@ struct kvm_ioeventfd {
 };
 struct kvm_irqfd { uint32_t fd; uint32_t gsi; uint32_t flags; uint32_t resamplefd; ...; };
 struct kvm_interrupt { uint32_t irq; };
+struct kvm_create_device { uint32_t type; uint32_t fd; uint32_t flags; };
+struct kvm_device_attr { uint32_t flags; uint32_t group; uint64_t attr; uint64_t addr; };
 struct kvm_irq_routing_irqchip { uint32_t irqchip; uint32_t pin; };
 struct kvm_irq_routing_msi { uint32_t address_lo; uint32_t address_hi; uint32_t data; uint32_t pad; };
 struct kvm_irq_routing_entry {

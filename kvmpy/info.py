@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass
-from pathlib import Path
 
+from .iommu.vfio import host_support
 from .kvm import Kvm, host_vendor, lib
 
 #: (capability, why kvmpy uses it, required?)
@@ -51,16 +51,11 @@ class VfioStatus:
     reason: str
 
 
-def vfio_status() -> VfioStatus:
-    groups = Path("/sys/kernel/iommu_groups")
-    n = len(list(groups.iterdir())) if groups.is_dir() else 0
-    if n == 0:
-        return VfioStatus(False, "no IOMMU groups: the host has no enabled IOMMU (VT-d/AMD-Vi off, "
-                                 "or intel_iommu=on missing from the host's command line)")
-    if not Path("/dev/vfio/vfio").exists() and not Path("/dev/iommu").exists():
-        return VfioStatus(False, f"{n} IOMMU groups, but no /dev/vfio/vfio or /dev/iommu "
-                                 "(load the vfio-pci module)")
-    return VfioStatus(True, f"{n} IOMMU groups; bind a device to vfio-pci to pass it through")
+def vfio_status(bdf: str | None = None) -> VfioStatus:
+    """Whether this host can pass a device (``bdf``, or any) through, with the precise reason:
+    the first missing piece (IOMMU, vfio-pci, access, binding, group viability) and its remedy."""
+    ok, why = host_support(bdf)
+    return VfioStatus(ok, why)
 
 
 def report() -> str:

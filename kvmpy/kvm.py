@@ -187,6 +187,20 @@ class Vm:
                 e.u.irqchip.pin = route[3]
         _check("KVM_SET_GSI_ROUTING", _ioctl(self.fd, lib.KVM_SET_GSI_ROUTING, table))
 
+    def create_device(self, dev_type: int) -> int:
+        """KVM_CREATE_DEVICE: a KVM device's fd (KVM_DEV_TYPE_VFIO for passthrough)."""
+        d = ffi.new("struct kvm_create_device *", {"type": dev_type})
+        _check("KVM_CREATE_DEVICE", _ioctl(self.fd, lib.KVM_CREATE_DEVICE, d))
+        return d.fd
+
+    @staticmethod
+    def set_device_attr_fd(dev_fd: int, group: int, attr: int, fd: int) -> None:
+        """KVM_SET_DEVICE_ATTR whose data is one int32 fd (a VFIO group for KVM_DEV_TYPE_VFIO)."""
+        val = ffi.new("int32_t *", fd)
+        a = ffi.new("struct kvm_device_attr *", {"group": group, "attr": attr,
+                                                 "addr": int(ffi.cast("uintptr_t", val))})
+        _check("KVM_SET_DEVICE_ATTR", _ioctl(dev_fd, lib.KVM_SET_DEVICE_ATTR, a))
+
     def create_pit2(self) -> None:
         cfg = ffi.new("struct kvm_pit_config *", {"flags": lib.KVM_PIT_SPEAKER_DUMMY})
         _check("KVM_CREATE_PIT2", _ioctl(self.fd, lib.KVM_CREATE_PIT2, cfg))

@@ -98,7 +98,11 @@ class Machine:
             # kvmpy's own PICs, IOAPIC and PIT (interrupt remapping must see the IOAPIC's
             # messages); KVM keeps the LAPICs. Before the first vCPU, as KVM requires.
             from .irqchip import SplitIrqchip
+            from .kvm import lib as kvm_lib
 
+            if not self.vm.check_extension(kvm_lib.KVM_CAP_SPLIT_IRQCHIP):
+                raise ResourceError("this host's KVM has no split irqchip (KVM_CAP_SPLIT_IRQCHIP), "
+                                    "which interrupt remapping needs: use --iommu vtd,intremap=off")
             self.vm.create_split_irqchip(layout.IOAPIC_PINS)
             self.irqchip = SplitIrqchip(self, ioapic_id=config.cpus)
             self.irqchip.place()
@@ -124,6 +128,8 @@ class Machine:
         self.input_fd = input_fd
         self.io = IoThread()
         self.net_backends: list = []
+        #: called at close() before the VM goes (VFIO passthrough: unmap, release the device)
+        self.closers: list[Callable[[], None]] = []
 
         self.devices = profile.build(self, prepared)
         self.vcpus: list[VcpuFd] = []
@@ -351,6 +357,8 @@ class Machine:
             from .profiles.parts import close_drives
 
             close_drives(self.devices["ide"])
+        for close in reversed(self.closers):
+            close()
         for v in self.vcpus:
             v.close()
         self.vm.close()

@@ -175,6 +175,23 @@ def parse_iommu(text: str) -> IommuSpec:
     return IommuSpec(kind, **spec)
 
 
+def parse_passthrough(values: list[str]) -> list[str]:
+    """``--passthrough BDF`` values, canonical and each at most once."""
+    from .iommu.vfio import parse_bdf
+
+    out: list[str] = []
+    for v in values:
+        try:
+            bdf = parse_bdf(v)
+        except UsageError:
+            raise UsageError(f"--passthrough {v!r} is not a PCI address: use domain:bus:device.function "
+                             "as lspci -D prints it, such as 0000:03:00.0") from None
+        if bdf in out:
+            raise UsageError(f"--passthrough {v!r}: {bdf} is already passed through")
+        out.append(bdf)
+    return out
+
+
 @dataclass
 class MachineConfig:
     """What to build: every ``kvmpy boot`` option as a value."""
@@ -197,6 +214,8 @@ class MachineConfig:
     devices: list[str] = field(default_factory=list)  # extra PCI devices: "edu"
     nets: list = field(default_factory=list)  # kvmpy.net.NetSpec, one e1000 each
     iommu: IommuSpec | None = None
+    #: host PCI functions assigned through VFIO, canonical "dddd:bb:dd.f"
+    passthrough: list[str] = field(default_factory=list)
     #: "auto" (split when the IOMMU remaps interrupts), "kernel" or "split"
     irqchip: str = "auto"
 
@@ -238,6 +257,9 @@ def add_boot_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iommu", metavar="vtd[,aw=39|48][,caching-mode=on][,qi=off][,intremap=off]",
                    default=None, help="give the guest an Intel VT-d IOMMU (all device DMA is "
                                       "translated; interrupts are remapped unless intremap=off)")
+    p.add_argument("--passthrough", metavar="BDF", action="append", default=[],
+                   help="assign host PCI device BDF (bound to vfio-pci, e.g. 0000:03:00.0) to the "
+                        "guest through VFIO (repeatable)")
     p.add_argument("--irqchip", choices=("auto", "kernel", "split"), default="auto",
                    help="interrupt controllers: KVM's in-kernel PICs, IOAPIC and PIT (kernel), or "
                         "kvmpy's own in front of KVM's LAPICs (split); auto: split when --iommu "
@@ -296,7 +318,14 @@ def config_from_namespace(ns: argparse.Namespace) -> MachineConfig:
         if d not in KNOWN_DEVICES:
             raise UsageError(f"--device {d!r}: unknown device (known: {', '.join(KNOWN_DEVICES)})")
     iommu = parse_iommu(ns.iommu) if getattr(ns, "iommu", None) else None
+    passthrough = parse_passthrough(getattr(ns, "passthrough", []))
+    if passthrough and iommu is not None:
+        raise UsageError("--passthrough cannot be combined with --iommu yet: the device's DMA would "
+                         "bypass the guest's VT-d tables")
     irqchip = getattr(ns, "irqchip", "auto")
+    if passthrough and irqchip == "split":
+        raise UsageError("--passthrough needs KVM's in-kernel irqchip (its INTx uses KVM's resampling "
+                         "irqfd): leave out --irqchip split")
     if irqchip == "kernel" and iommu is not None and getattr(iommu, "intremap", False):
         raise UsageError("--irqchip kernel: interrupt remapping needs kvmpy's IOAPIC; use "
                          "--iommu vtd,intremap=off or --irqchip split")
@@ -310,6 +339,7 @@ def config_from_namespace(ns: argparse.Namespace) -> MachineConfig:
         devices=list(getattr(ns, "device", [])),
         iommu=iommu,
         irqchip=irqchip,
+        passthrough=passthrough,
         kernel=Path(ns.kernel) if ns.kernel else None,
         hvm=hvm,
         drives=drives,

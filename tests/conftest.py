@@ -46,7 +46,7 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     if REQUIRE and rep.skipped and ("kvm" in item.keywords or "firmware" in item.keywords) \
-            and "hwvirt" not in item.keywords:
+            and "hwvirt" not in item.keywords and "vfio" not in item.keywords:
         reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
         rep.outcome = "failed"
         rep.longrepr = f"KVMPY_REQUIRE_KVM=1 but this kvm/firmware test was skipped: {reason}"

@@ -41,16 +41,24 @@ def build(m: Machine, prep: Prepared | None = None) -> dict[str, Any]:
     reset_mapping = m.pio.register(layout.RESET_CONTROL_PORT, 1, reset, "reset-control", sizes=(1,))
 
     devices.update(acpi_pm=pm, gpe0=gpe, reset=reset)
-    if m.config.drives or m.config.devices or m.config.iommu or m.config.nets:
+    if m.config.drives or m.config.devices or m.config.iommu or m.config.nets or m.config.passthrough:
         # PCI devices on a direct-boot machine: a PCI host bridge, the PIIX3 IDE function and
         # what --device asked for (RAM is plain RAM here: the PAM registers steer nothing)
-        from .parts import pci_host, place_extra_devices, place_ide, place_iommu, place_nics
+        from .parts import (
+            pci_host,
+            place_extra_devices,
+            place_ide,
+            place_iommu,
+            place_nics,
+            place_passthrough,
+        )
 
         m.pio.unregister(reset_mapping)
         pci, host, isa = pci_host(m, reset, lambda *_: None)
         devices.update(pci=pci, host_bridge=host, isa=isa, ide=place_ide(m, pci))
         devices.update(place_extra_devices(m, pci))
         devices.update(place_nics(m, pci))
+        devices.update(place_passthrough(m, pci, isa))
         iommu = place_iommu(m, pci)
         if iommu is not None:
             devices["iommu"] = iommu

@@ -138,6 +138,40 @@ def place_extra_devices(m: Machine, pci: PciBus) -> dict[str, Any]:
     return placed
 
 
+#: PCI slots for devices assigned with --passthrough
+PASSTHROUGH_SLOTS = (12, 13, 14, 15)
+
+
+def place_passthrough(m: Machine, pci: PciBus, isa: Piix3Isa | None) -> dict[str, Any]:
+    """Host PCI functions assigned through VFIO (``--passthrough``), each at its own slot; the
+    INTx GSI follows the PIIX3's routing of the slot's PIRQ, as the guest programs it."""
+    if not m.config.passthrough:
+        return {}
+    from ..devices.pci.piix import PIRQ_COUNT, PIRQRC
+    from ..errors import UsageError
+    from ..iommu.vfio_pci import Passthrough
+    from ..passthrough import KvmPassthroughHost
+
+    if len(m.config.passthrough) > len(PASSTHROUGH_SLOTS):
+        raise UsageError(f"at most {len(PASSTHROUGH_SLOTS)} --passthrough devices fit on the PCI bus")
+    host = KvmPassthroughHost(m)
+    pt = Passthrough.open(m.config.passthrough, host, m.memory)
+    m.closers.append(pt.close)
+    m.closers.append(host.close)
+    for slot, fn in zip(PASSTHROUGH_SLOTS, pt.functions, strict=False):
+        pci.place(slot, 0, fn)
+
+    def route_intx() -> None:
+        for fn in pt.functions:
+            pirq = pci.pirq_of(fn)
+            fn.set_intx_gsi(isa.route(pirq) if isa is not None and pirq is not None else None)
+
+    if isa is not None:
+        isa.config.on_write(PIRQRC, PIRQ_COUNT, lambda *_: route_intx())
+    route_intx()
+    return {"passthrough": pt}
+
+
 #: PCI slots for the NICs, in --net order (00:03.0 is where QEMU's pc puts the first one)
 NIC_SLOTS = (3, 5, 6, 7, 8, 9, 10, 11)
 

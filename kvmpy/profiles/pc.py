@@ -26,7 +26,15 @@ from ..errors import ImageError, MissingFileError, ResourceError, UsageError
 from ..options import MachineConfig, place_drives
 from ..shadow import LegacyWindow
 from .isa import MachineStop, place_legacy_devices
-from .parts import iommu_tables, pci_host, place_extra_devices, place_ide, place_iommu, place_nics
+from .parts import (
+    iommu_tables,
+    pci_host,
+    place_extra_devices,
+    place_ide,
+    place_iommu,
+    place_nics,
+    place_passthrough,
+)
 
 if TYPE_CHECKING:
     from ..machine import Machine
@@ -144,6 +152,7 @@ def build(m: Machine, prep: Prepared) -> dict[str, Any]:
     ide = place_ide(m, pci)
     devices.update(place_extra_devices(m, pci))
     devices.update(place_nics(m, pci, prep.nic_rom))
+    devices.update(place_passthrough(m, pci, isa))
     iommu = place_iommu(m, pci)
     if iommu is not None:
         devices["iommu"] = iommu

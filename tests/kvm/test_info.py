@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kvmpy.info import CAPABILITIES
+from kvmpy.info import CAPABILITIES, vfio_status
 from kvmpy.kvm import host_vendor
 
 
@@ -22,7 +22,9 @@ def test_info_reports_the_host():
         assert name in out
     assert "KVM_CAP_IRQCHIP" in out and "MISSING" not in out
     assert "recommended" in out and "at most" in out
-    assert "device passthrough (VFIO):" in out
+    vf = vfio_status()
+    state = "available" if vf.available else "not available"
+    assert f"device passthrough (VFIO): {state}: {vf.reason}" in out
 
 
 def test_run_without_a_terminal_reports_and_powers_off(guest_program):

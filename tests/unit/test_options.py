@@ -101,3 +101,22 @@ def test_hvm_option_errors(argv):
 def test_direct_boot_with_drives():
     cfg = parse_boot_args(["--kernel", "k", "--drive", "file=d.img", "--cdrom", "c.iso"])
     assert not cfg.hvm and len(cfg.drives) == 2
+
+
+def test_passthrough_addresses_are_canonical_and_checked():
+    cfg = parse_boot_args(["--kernel", "k", "--passthrough", "03:00.0", "--passthrough", "0000:04:00.1"])
+    assert cfg.passthrough == ["0000:03:00.0", "0000:04:00.1"]
+    for bad in (["--passthrough", "3:00"], ["--passthrough", "03:00.0", "--passthrough", "0000:03:00.0"],
+                ["--passthrough", "03:00.0", "--iommu", "vtd"],
+                ["--passthrough", "03:00.0", "--irqchip", "split"]):
+        with pytest.raises(UsageError):
+            parse_boot_args(["--kernel", "k", *bad])
+
+
+def test_irqchip_choice():
+    assert not parse_boot_args(["--kernel", "k"]).split_irqchip
+    assert parse_boot_args(["--kernel", "k", "--iommu", "vtd"]).split_irqchip
+    assert not parse_boot_args(["--kernel", "k", "--iommu", "vtd,intremap=off"]).split_irqchip
+    assert parse_boot_args(["--kernel", "k", "--irqchip", "split"]).split_irqchip
+    with pytest.raises(UsageError):
+        parse_boot_args(["--kernel", "k", "--iommu", "vtd", "--irqchip", "kernel"])
