@@ -56,11 +56,12 @@ def _load_mkinitramfs():
     return mod
 
 
-def make_targets(*targets: str) -> None:
-    """Build targets of firmware/debian.mk through make, failing the test with make's output."""
+def make_targets(*targets: str, makefile: str = "firmware/debian.mk") -> None:
+    """Build targets of ``makefile`` (firmware/debian.mk, or firmware/images.mk for the HVM images
+    and the initrd with the driver overlay) through make, failing the test with make's output."""
     top = ROOT / "Makefile"
-    uses_top = top.exists() and "firmware/debian.mk" in top.read_text()
-    cmd = ["make", "-C", str(ROOT)] + ([] if uses_top else ["-f", "firmware/debian.mk"]) + list(targets)
+    uses_top = top.exists() and makefile in top.read_text()
+    cmd = ["make", "-C", str(ROOT)] + ([] if uses_top else ["-f", makefile]) + list(targets)
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
