@@ -132,6 +132,8 @@ class Machine:
         self.closers: list[Callable[[], None]] = []
 
         self.devices = profile.build(self, prepared)
+        if self.irqchip is not None:
+            self.devices.update(self.irqchip.devices())
         self.vcpus: list[VcpuFd] = []
         supported = self.kvm.supported_cpuid()
         for i in range(config.cpus):
