@@ -31,12 +31,25 @@
  *   (e) fault event: FEDATA/FEADDR = a LAPIC vector on this CPU, FECTL unmasked, a DMA to the
  *       unmapped IOVA; the interrupt arrives while the CPU sleeps in hlt, FECTL.IP is clear
  *       after delivery -> "FAULT IRQ OK"
+ *   (f) interrupt remapping, when ECAP.IR (and the queue) is there: an interrupt remapping table
+ *       of 512 entries (IRTA, GCMD.SIRTP, a global IEC invalidation, GCMD.IRE, CFI clear);
+ *       edu's MSI in remappable format (handle 5) arrives with the IRTE's vector -> "IR MSI OK";
+ *       compatibility format, a not-present IRTE, an IRTE whose source-id is another device's and
+ *       handle 0x8005 (handle[15] in address bit 2; beyond the table) are blocked: no interrupt,
+ *       fault reasons 0x25, 0x22, 0x26, 0x21 with edu's source-id and the index -> "IR BLOCK OK";
+ *       an IRTE changed in memory takes effect after an index-selective IEC invalidation
+ *       -> "IR IEC OK";
+ *   (g) the IOAPIC in remappable format: COM1's THRE interrupt on pin 4, a level-triggered IRTE
+ *       (index 0x181), taken twice: the second needs the LAPIC EOI to have cleared Remote IRR
+ *       -> "IR IOAPIC OK", then IRE off -> "INTREMAP OK";
  *   translation and the queue off again (GSTS.TES/QIES clear), then "VTD OK", exit 0.
  *
  * A write through a cached read-only translation must be reported (the VT-d spec blocks *and*
  * records it); QEMU's intel-iommu records faults only when it walks the tables and blocks such
  * a write silently.  So by default the program accepts a silent block there (saying so), and
- * with "strict" it fails: kvmpy's tests pass "strict".
+ * with "strict" it fails: kvmpy's tests pass "strict".  Likewise QEMU 7.2 lets compatibility-
+ * format interrupts through with CFI clear and records no interrupt-remapping faults (it drops
+ * the blocked request): accepted without "strict", failures with it.
  *
  * When the edu device has kvmpy's error extension (register 0xA0 does not read all-ones:
  * QEMU's edu has none), every blocked transfer must also show DMA command bit 31 and count
@@ -45,7 +58,8 @@
  * Transfers move 2 KiB (the first half of the edu buffer): QEMU 7.2's edu aborts the VM on a
  * transfer ending exactly at the buffer's end (an off-by-one fixed in later QEMU).
  *
- * cmdline: noqi (skip the queued invalidation), noirq (skip the fault interrupt),
+ * cmdline: noqi (skip the queued invalidation, and with it (f)-(g)), noirq (skip the fault
+ *          interrupt), noir (skip interrupt remapping),
  *          levels=3|4 (page-table depth; default 3 when SAGAW allows), strict (above).
  * Exit: 0 pass, 1 a check failed, 2 no edu or no usable VT-d unit or too little RAM.
  *
@@ -848,6 +862,11 @@ static void expect_ir_fault(const char *what, u32 got, u32 reason, u16 sid, int 
     if (got)
         fail("%s: the interrupt arrived (vector 0x%x)", what, ir_last_vector);
     u32 fsts = vr32(FSTS_REG);
+    if (!(fsts & FSTS_PPF) && !cmdline_has("strict")) {
+        /* QEMU 7.2 drops a blocked interrupt request without recording it */
+        printf("ir fault: %s: blocked, no fault recorded (accepted without strict)\n", what);
+        return;
+    }
     if (!(fsts & FSTS_PPF))
         fail("%s: not recorded (FSTS 0x%08x)", what, fsts);
     u32 rec = fro + 16 * FSTS_FRI(fsts);
@@ -915,7 +934,13 @@ static void step_intremap(void)
     /* blocked: compatibility format without CFI, a not-present IRTE, a source-id the IRTE does
      * not allow, a handle beyond the table */
     edu_msi_program(LAPIC_DEFAULT_BASE | apic << 12, IR_VEC_COMPAT);
-    expect_ir_fault("compatibility-format MSI", edu_irq(100), FR_IR_COMPAT, edu_sid, -1);
+    got = edu_irq(100);
+    if (got && !cmdline_has("strict"))
+        /* QEMU 7.2 lets compatibility-format interrupts through whatever GSTS.CFIS says */
+        printf("intremap: compatibility-format MSI delivered with CFI clear (not blocked; "
+               "accepted without strict)\n");
+    else
+        expect_ir_fault("compatibility-format MSI", got, FR_IR_COMPAT, edu_sid, -1);
     edu_msi_program(ir_msi_address(IR_IDX_NP), 0);
     expect_ir_fault("not-present IRTE", edu_irq(100), FR_IR_NP, edu_sid, IR_IDX_NP);
     edu_msi_program(ir_msi_address(IR_IDX_SID), 0);
