@@ -21,6 +21,7 @@ CAPABILITIES: list[tuple[str, str, bool]] = [
     ("KVM_CAP_VCPU_EVENTS", "injecting exceptions (PVM completions, tracing hooks)", False),
     ("KVM_CAP_SIGNAL_MSI", "message-signalled interrupts from devices", False),
     ("KVM_CAP_IRQFD", "interrupts from backend threads without a vCPU exit", False),
+    ("KVM_CAP_IRQFD_RESAMPLE", "level-triggered INTx of passthrough devices", False),
     ("KVM_CAP_IOEVENTFD", "doorbells without a userspace exit", False),
     ("KVM_CAP_COALESCED_MMIO", "batched writes to framebuffer windows", False),
     ("KVM_CAP_READONLY_MEM", "ROM memslots (firmware, option ROMs)", False),
