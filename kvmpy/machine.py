@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from . import layout
 from .console import ConsoleInput, ConsoleOutput, IoThread, RawTerminal
@@ -28,6 +29,9 @@ from .trace import Tracer
 from .vcpu import cpu_state
 from .vcpu.loop import VcpuLoop
 from .vcpu.pvm import PvmCompleter
+
+if TYPE_CHECKING:
+    from .profiles.parts import VfioAccess
 
 log = logging.getLogger("kvmpy.machine")
 
@@ -61,9 +65,12 @@ class Machine:
     """One virtual machine."""
 
     def __init__(self, config: MachineConfig, *, output: Callable[[bytes], None] | None = None,
-                 input_fd: int | None = None) -> None:
+                 input_fd: int | None = None, vfio: VfioAccess | None = None) -> None:
+        """``vfio``: how ``--passthrough`` reaches VFIO (``profiles.parts.VfioAccess``); only
+        tests pass one (the fake backend on a host without an IOMMU), users keep the real one."""
         _install_kick_handler()
         self.config = config
+        self.vfio = vfio
         self.lock = threading.Lock()
         self.tracer = Tracer(self)
         self.pio = PioBus()
@@ -81,6 +88,16 @@ class Machine:
             from .profiles import microvm as profile
         self.profile = profile
         prepared = self.profile.prepare(config)
+        try:
+            self._build(config, prepared, output, input_fd)
+        except BaseException:
+            # whatever was opened (KVM fds, guest RAM, disk images, VFIO devices) goes again
+            self.close()
+            raise
+
+    def _build(self, config: MachineConfig, prepared, output: Callable[[bytes], None] | None,
+               input_fd: int | None) -> None:
+        profile = self.profile
         self.kvm = Kvm()
         max_cpus = min(self.kvm.max_vcpus(), layout.MAX_VCPUS_DEFAULT)
         if config.cpus > max_cpus:
@@ -159,6 +176,7 @@ class Machine:
 
             self.vnc = VncServer(self.lock, self.devices["vga"], self.devices["i8042"], self.io,
                                  config.display)
+
 
     @classmethod
     def from_args(cls, argv: list[str], **kwargs) -> Machine:
@@ -355,17 +373,20 @@ class Machine:
             self.vnc.close()
         for backend in getattr(self, "net_backends", []):
             backend.close()
-        if "ide" in self.devices:
+        devices = getattr(self, "devices", {})
+        if "ide" in devices:
             from .profiles.parts import close_drives
 
-            close_drives(self.devices["ide"])
-        for close in reversed(self.closers):
+            close_drives(devices["ide"])
+        for close in reversed(getattr(self, "closers", [])):
             close()
-        for v in self.vcpus:
+        for v in getattr(self, "vcpus", []):
             v.close()
-        self.vm.close()
-        self.memory.close()
-        self.kvm.close()
+        # a machine whose construction failed part-way has only some of these
+        for name in ("vm", "memory", "kvm"):
+            part = getattr(self, name, None)
+            if part is not None:
+                part.close()
 
     def __enter__(self) -> Machine:
         return self

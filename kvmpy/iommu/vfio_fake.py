@@ -11,14 +11,23 @@ since the device model creates real ones; ``fire`` signals one the way the hardw
 
 ``FakePassthroughHost`` implements ``vfio_pci.PassthroughHost`` by recording memslots, irqfds
 and MSI routes.
+
+For a real KVM guest (tests/kvm/test_passthrough_guest.py) the backend can hold each mmappable
+BAR in anonymous shared memory (``host_memory=True``): ``mmap`` then returns real host addresses
+inside it, which KVM maps as memslots, and pread/pwrite see the same bytes (as vfio-pci's mmap
+and read/write reach the same device memory). ``on_write`` lets a test see the guest's writes to
+trapped BAR registers as they happen, and ``make_host_tree`` builds the /sys and /dev entries
+``vfio.host_support`` accepts.
 """
 
 from __future__ import annotations
 
 import errno
+import mmap as _mmap
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .vfio import (
     VFIO_DEVICE_FLAGS_PCI,
@@ -68,7 +77,7 @@ class FakePciDevice:
 
     config: bytearray
     regions: dict[int, RegionInfo]
-    contents: dict[int, bytearray]
+    contents: dict[int, bytearray | _mmap.mmap]  # an mmap: see FakeVfioBackend(host_memory=True)
     irqs: dict[int, IrqInfo]
     flags: int = VFIO_DEVICE_FLAGS_PCI | VFIO_DEVICE_FLAGS_RESET
     msix_table: tuple[int, int, int] | None = None  # (bar, offset, size in bytes)
@@ -80,6 +89,7 @@ class FakePciDevice:
     triggers: dict[int, list[int]] = field(default_factory=dict)  # index -> eventfds
     intx_unmask_fd: int | None = None
     intx_masked: bool = False
+    intx_resamples: int = 0  # unmasks that came through the unmask eventfd
 
 
 def make_fake_nic(*, sparse: bool = True, rom: bytes | None = None, reset: bool = True) -> FakePciDevice:
@@ -147,6 +157,46 @@ def make_fake_nic(*, sparse: bool = True, rom: bytes | None = None, reset: bool 
     return FakePciDevice(cfg, regions, contents, irqs, flags, msix_table=(3, 0, 5 * 16))
 
 
+def _eventfd_take(fd: int) -> bool:
+    try:
+        return os.eventfd_read(fd) > 0
+    except BlockingIOError:
+        return False
+
+
+def _buffer_address(buf: _mmap.mmap) -> int:
+    """The host address of an anonymous mapping (what a real VFIO mmap returns)."""
+    import ctypes
+
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+
+
+def make_host_tree(root: str | Path, devices: Mapping[str, str | None], group: int, *,
+                   vfio_node: bool = True, bridges: Sequence[str] = ()) -> tuple[Path, Path]:
+    """A fake ``/sys`` and ``/dev`` under ``root`` that ``vfio.host_support`` reads as an IOMMU
+    host: ``devices`` (bdf -> bound driver, None for none) all in IOMMU ``group``, the VFIO
+    container node, and (``vfio_node``) the group's node. Returns (sys_root, dev_root)."""
+    sysr, devr = Path(root) / "sys", Path(root) / "dev"
+    gdir = sysr / "kernel/iommu_groups" / str(group) / "devices"
+    gdir.mkdir(parents=True)
+    for bdf, drv in devices.items():
+        d = sysr / "bus/pci/devices" / bdf
+        d.mkdir(parents=True)
+        if drv is not None:
+            (sysr / "bus/pci/drivers" / drv).mkdir(parents=True, exist_ok=True)
+            (d / "driver").symlink_to(f"../../drivers/{drv}")
+        (d / "iommu_group").symlink_to(f"../../../../kernel/iommu_groups/{group}")
+        (gdir / bdf).symlink_to(f"../../../../bus/pci/devices/{bdf}")
+        cfg = bytearray(64)
+        cfg[0x0E] = 1 if bdf in bridges else 0  # header type: a bridge's group stays viable
+        (d / "config").write_bytes(bytes(cfg))
+    (devr / "vfio").mkdir(parents=True)
+    (devr / "vfio/vfio").write_bytes(b"")
+    if vfio_node:
+        (devr / "vfio" / str(group)).write_bytes(b"")
+    return sysr, devr
+
+
 @dataclass
 class _Fd:
     kind: str  # "container" | "group" | "device"
@@ -172,8 +222,24 @@ class FakeVfioBackend:
         extensions: Sequence[int] = (VFIO_TYPE1_IOMMU, VFIO_TYPE1v2_IOMMU),
         iova_ranges: list[tuple[int, int]] | None = None,
         map_dma_errno: int = 0,
+        host_memory: bool = False,
     ) -> None:
+        """``host_memory``: each mmappable region's contents move into anonymous shared memory
+        (same bytes), so ``mmap`` hands out host addresses a real KVM memslot can map; without
+        it ``mmap`` returns made-up addresses (``FAKE_MMAP_BASE``) that only a recording host
+        accepts."""
         self.devices = devices
+        self.host_memory = host_memory
+        if host_memory:
+            for d in devices.values():
+                for index, r in d.regions.items():
+                    if r.mappable and index in d.contents and not isinstance(d.contents[index], _mmap.mmap):
+                        backing = _mmap.mmap(-1, max(r.size, PAGE))
+                        backing[: len(d.contents[index])] = bytes(d.contents[index])
+                        d.contents[index] = backing
+        #: called as ``on_write(bdf, region index, offset, data)`` after every pwrite to a BAR
+        #: (the trapped registers the guest writes; config writes are in ``config_writes``)
+        self.on_write: Callable[[str, int, int, bytes], None] | None = None
         self.groups = {g: list(d) for g, d in groups.items()}
         self.viable = viable
         self.version = api_version
@@ -358,12 +424,19 @@ class FakeVfioBackend:
 
     def fire(self, bdf: str, index: int, vector: int = 0) -> bool:
         """The hardware raises an interrupt: signal the eventfd VFIO holds (INTx then masks
-        itself, AUTOMASKED). False when nothing is set up to receive it."""
+        itself, AUTOMASKED). False when nothing is set up to receive it.
+
+        INTx stays masked until unmasked through SET_IRQS or through the unmask eventfd: vfio-pci
+        watches that one (a virqfd) and unmasks when it is signalled, which KVM's resampling irqfd
+        does at the guest's EOI. The fake looks at it here, when the next interrupt is due."""
         d = self.devices[bdf]
         fds = d.triggers.get(index)
         if not fds or vector >= len(fds) or fds[vector] < 0:
             return False
         if index == VFIO_PCI_INTX_IRQ_INDEX:
+            if d.intx_masked and d.intx_unmask_fd is not None and _eventfd_take(d.intx_unmask_fd):
+                d.intx_masked = False
+                d.intx_resamples += 1
             if d.intx_masked:
                 return False
             d.intx_masked = True
@@ -393,7 +466,7 @@ class FakeVfioBackend:
         return bytes(d.contents[index][off : off + size])
 
     def pwrite(self, device: int, offset: int, data: bytes) -> None:
-        _, d = self._dev(device, "pwrite")
+        bdf, d = self._dev(device, "pwrite")
         index, off = self._locate(d, offset, len(data), "pwrite")
         if index == VFIO_PCI_CONFIG_REGION_INDEX:
             d.config_writes.append((off, bytes(data)))
@@ -405,6 +478,8 @@ class FakeVfioBackend:
             raise VfioError("pwrite", errno.EINVAL, "the ROM is read-only")
         d.bar_writes.append((index, off, bytes(data)))
         d.contents[index][off : off + len(data)] = data
+        if self.on_write is not None:
+            self.on_write(bdf, index, off, bytes(data))
 
     def mmap(self, device: int, offset: int, size: int) -> MappedArea:
         _, d = self._dev(device, "mmap")
@@ -414,7 +489,11 @@ class FakeVfioBackend:
             a <= off and off + size <= a + s for a, s in r.mmap_areas()
         ):
             raise VfioError("mmap", errno.EINVAL, f"{size:#x} bytes at {offset:#x}")
-        area = MappedArea(FAKE_MMAP_BASE + (index << 32) + off, size, offset)
+        backing = d.contents.get(index)
+        if isinstance(backing, _mmap.mmap):
+            area = MappedArea(_buffer_address(backing) + off, size, offset)
+        else:
+            area = MappedArea(FAKE_MMAP_BASE + (index << 32) + off, size, offset)
         self.mmaps.append(area)
         return area
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import layout
@@ -142,6 +144,21 @@ def place_extra_devices(m: Machine, pci: PciBus) -> dict[str, Any]:
 PASSTHROUGH_SLOTS = (12, 13, 14, 15)
 
 
+@dataclass(frozen=True)
+class VfioAccess:
+    """How ``place_passthrough`` reaches VFIO. The default is the real thing: ioctls on
+    /dev/vfio, devices found in /sys, and each IOMMU group registered with KVM's KVM-VFIO device.
+    A test hands ``Machine(config, vfio=...)`` another: ``vfio_fake.FakeVfioBackend`` over a
+    fake tree from ``vfio_fake.make_host_tree``, with ``kvm_vfio_device=False`` because the
+    KVM-VFIO device tells KVM about a real VFIO group (KVM_DEV_VFIO_GROUP_ADD takes its fd) and
+    with the fake there is none. Everything else (memslots, irqfds, MSI routes) stays real KVM."""
+
+    backend: Any = None  # a vfio.VfioBackend; None: RealVfioBackend(dev_root)
+    sys_root: str | Path = "/sys"
+    dev_root: str | Path = "/dev"
+    kvm_vfio_device: bool = True
+
+
 def place_passthrough(m: Machine, pci: PciBus, isa: Piix3Isa | None) -> dict[str, Any]:
     """Host PCI functions assigned through VFIO (``--passthrough``), each at its own slot; the
     INTx GSI follows the PIIX3's routing of the slot's PIRQ, as the guest programs it."""
@@ -154,10 +171,14 @@ def place_passthrough(m: Machine, pci: PciBus, isa: Piix3Isa | None) -> dict[str
 
     if len(m.config.passthrough) > len(PASSTHROUGH_SLOTS):
         raise UsageError(f"at most {len(PASSTHROUGH_SLOTS)} --passthrough devices fit on the PCI bus")
+    access: VfioAccess = getattr(m, "vfio", None) or VfioAccess()
     host = KvmPassthroughHost(m)
-    pt = Passthrough.open(m.config.passthrough, host, m.memory)
+    if not access.kvm_vfio_device:
+        host.attach_vfio_group = host.detach_vfio_group = lambda group_fd: None  # type: ignore[method-assign]
+    pt = Passthrough.open(m.config.passthrough, host, m.memory, backend=access.backend,
+                          sys_root=access.sys_root, dev_root=access.dev_root)
+    m.closers.append(host.close)  # closers run in reverse: pt.close (KVM-VFIO GROUP_DEL) first
     m.closers.append(pt.close)
-    m.closers.append(host.close)
     for slot, fn in zip(PASSTHROUGH_SLOTS, pt.functions, strict=False):
         pci.place(slot, 0, fn)
 

@@ -37,6 +37,7 @@ from kvmpy.iommu.vfio_fake import (
     FakePassthroughHost,
     FakeVfioBackend,
     make_fake_nic,
+    make_host_tree,
 )
 from kvmpy.iommu.vfio_pci import Passthrough, VfioPciDevice
 from kvmpy.memory import GuestMemory
@@ -52,25 +53,7 @@ MSI_CAP, MSIX_CAP = 0x50, 0x70
 def sysfs(tmp_path: Path, devices: dict[str, str | None], group: int = GROUP, *, vfio_node: bool = True,
           bridges: tuple[str, ...] = ()) -> tuple[Path, Path]:
     """A fake /sys and /dev: ``devices`` (bdf -> driver) all in IOMMU ``group``."""
-    sysr, devr = tmp_path / "sys", tmp_path / "dev"
-    gdir = sysr / "kernel/iommu_groups" / str(group) / "devices"
-    gdir.mkdir(parents=True)
-    for bdf, drv in devices.items():
-        d = sysr / "bus/pci/devices" / bdf
-        d.mkdir(parents=True)
-        if drv is not None:
-            (sysr / "bus/pci/drivers" / drv).mkdir(parents=True, exist_ok=True)
-            (d / "driver").symlink_to(f"../../drivers/{drv}")
-        (d / "iommu_group").symlink_to(f"../../../../kernel/iommu_groups/{group}")
-        (gdir / bdf).symlink_to(f"../../../../bus/pci/devices/{bdf}")
-        cfg = bytearray(64)
-        cfg[0x0E] = 1 if bdf in bridges else 0
-        (d / "config").write_bytes(bytes(cfg))
-    (devr / "vfio").mkdir(parents=True)
-    (devr / "vfio/vfio").write_bytes(b"")
-    if vfio_node:
-        (devr / "vfio" / str(group)).write_bytes(b"")
-    return sysr, devr
+    return make_host_tree(tmp_path, devices, group, vfio_node=vfio_node, bridges=bridges)
 
 
 @pytest.fixture
