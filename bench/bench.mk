@@ -8,11 +8,16 @@
 #   make bench        builds the baselines and runs bench/run_bench.py, which writes its sections
 #                     of docs/performance.md (exit round trip always; boot to init only on a
 #                     hardware-assisted host: on a PVM-backed one the report says why it was skipped);
-#                     runs bench-net first
+#                     runs bench-net and bench-dma first
 #   make bench-net    e1000 frames and bytes per second (bench/net_bench.py): the e1000 driver program
 #                     (build/firmware/e1000.elf) under kvmpy and QEMU's e1000, UDP backend on loopback
 #                     and, as root, TAP in a namespace it makes and removes; kvmpy's exits per frame
 #                     from its tracer; writes its section of docs/performance.md (a few minutes)
+#   make bench-dma    the cost of DMA translation (bench/dma_bench.py): our DMA program
+#                     (build/firmware/dma_bench.elf: edu copies, IDE READ DMA) under kvmpy and QEMU,
+#                     each without an IOMMU, with VT-d (kvmpy --iommu vtd, QEMU q35 -device
+#                     intel-iommu) and with an IOTLB flush per transfer; kvmpy's exits per transfer
+#                     from its tracer; writes its sections of docs/performance.md (a few minutes)
 #   make bench-trace  what tracing costs per exit (bench/trace_overhead.py): the exit-loop guest
 #                     under the loop without its tracer test, tracing off, --stats and --events;
 #                     writes its section of docs/performance.md
@@ -21,7 +26,9 @@
 #        TRACE_BENCH_RUNS (rounds of bench-trace; default 15),
 #        NET_BENCH_RUNS (runs of each in bench-net; default 5), NET_BENCH_FRAMES (frame counts
 #        besides the frames=2 start-up run; default 64,256), NET_BENCH_ARGS (more net_bench.py
-#        options, e.g. --backends udp or --no-write).
+#        options, e.g. --backends udp or --no-write),
+#        DMA_BENCH_RUNS (runs of each in bench-dma; default 3), DMA_BENCH_ARGS (more dma_bench.py
+#        options, e.g. --devices ide, --ide-count 2000, --no-qemu-pc or --no-write).
 #
 # Outputs: build/bench/exitloop (C VMM), build/bench/exitloop-<N>.elf (multiboot guest making N
 # exits; the 1-exit one measures start-up, so the marginal exit rate can be separated from it).
@@ -44,9 +51,11 @@ TRACE_BENCH_RUNS ?= 15
 NET_BENCH_RUNS ?= 5
 NET_BENCH_FRAMES ?= 64,256
 NET_BENCH_ARGS ?=
+DMA_BENCH_RUNS ?= 3
+DMA_BENCH_ARGS ?=
 QEMU_SYSTEM ?= qemu-system-x86_64
 
-.PHONY: bench bench-deps bench-build bench-trace bench-net
+.PHONY: bench bench-deps bench-build bench-trace bench-net bench-dma
 
 bench-deps:
 	@command -v $(QEMU_SYSTEM) >/dev/null 2>&1 || { \
@@ -66,7 +75,7 @@ $(BENCH_DIR)/exitloop-%.elf: bench/exitloop_guest.S
 
 bench-build: $(BENCH_DIR)/exitloop $(BENCH_DIR)/exitloop-$(BENCH_EXITS).elf $(BENCH_DIR)/exitloop-1.elf
 
-bench: bench-deps bench-build $(BENCH_SETUP) bench-net
+bench: bench-deps bench-build $(BENCH_SETUP) bench-net bench-dma
 	$(BENCH_PYTHON) bench/run_bench.py --runs $(BENCH_RUNS) --exits $(BENCH_EXITS) \
 	    --exitloop $(BENCH_DIR)/exitloop --guest $(BENCH_DIR)/exitloop-$(BENCH_EXITS).elf \
 	    --guest-startup $(BENCH_DIR)/exitloop-1.elf --qemu $(QEMU_SYSTEM) $(BENCH_ARGS)
@@ -82,6 +91,13 @@ bench-net: bench-deps $(BENCH_SETUP)
 	$(MAKE) -C firmware e1000
 	$(BENCH_PYTHON) bench/net_bench.py --runs $(NET_BENCH_RUNS) --frames $(NET_BENCH_FRAMES) \
 	    --elf build/firmware/e1000.elf --qemu $(QEMU_SYSTEM) $(NET_BENCH_ARGS)
+
+# The DMA program against QEMU's edu and IDE, with and without VT-d (firmware/tests/dma_bench.c;
+# `make -C firmware dma_bench` brings build/firmware/dma_bench.elf up to date).
+bench-dma: bench-deps $(BENCH_SETUP)
+	$(MAKE) -C firmware dma_bench
+	$(BENCH_PYTHON) bench/dma_bench.py --runs $(DMA_BENCH_RUNS) --elf build/firmware/dma_bench.elf \
+	    --qemu $(QEMU_SYSTEM) $(DMA_BENCH_ARGS)
 
 ifeq ($(words $(MAKEFILE_LIST)),2)
 # Used on its own (make -f bench/bench.mk): `make -f bench/bench.mk` runs the benchmarks.

@@ -37,9 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import json
 import os
-import re
 import shutil
 import socket
 import statistics
@@ -54,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from run_bench import display, host_line, kvm_backend, qemu_version, update_doc, utc_now
+from run_bench import display, host_line, kvm_backend, qemu_version, read_trace, update_doc, utc_now
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "performance.md"
@@ -407,24 +405,7 @@ def exit_key(ev: dict) -> str:
 
 
 def parse_trace(events: Path, stats: str) -> TraceCounts:
-    count: Counter[str] = Counter()
-    us: Counter[str] = Counter()
-    with events.open() as f:
-        for line in f:
-            ev = json.loads(line)
-            key = exit_key(ev)
-            count[key] += 1
-            us[key] += ev.get("handling_us") or 0.0
-    kernel: dict[str, int] = {}
-    seen = False
-    for line in stats.splitlines():
-        if line.strip().startswith("in the kernel"):
-            seen = True
-            continue
-        m = re.match(r"\s+(.+?)\s{2,}([\d,]+)\s", line + " ") if seen else None
-        if m and m.group(1) in KERNEL_COUNTERS:
-            kernel[m.group(1)] = int(m.group(2).replace(",", ""))
-    return TraceCounts(count, us, kernel)
+    return TraceCounts(*read_trace(events, stats, exit_key, KERNEL_COUNTERS))
 
 
 def trace_run(backend: UdpBackend, frames: int, timeout: float) -> tuple[TraceCounts | None, str]:

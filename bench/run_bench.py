@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import re
@@ -32,6 +33,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -402,6 +405,30 @@ def boot_benchmark(args) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # docs/performance.md
+
+
+def read_trace(events: Path, stats: str, key: Callable[[dict], str],
+               kernel_counters: tuple[str, ...]) -> tuple[Counter[str], Counter[str], dict[str, int]]:
+    """One ``kvmpy trace --stats --events`` run: exits and their handler microseconds by
+    ``key(event)``, and the named counters from the stats report's "in the kernel" part."""
+    count: Counter[str] = Counter()
+    us: Counter[str] = Counter()
+    with events.open() as f:
+        for line in f:
+            ev = json.loads(line)
+            k = key(ev)
+            count[k] += 1
+            us[k] += ev.get("handling_us") or 0.0
+    kernel: dict[str, int] = {}
+    seen = False
+    for line in stats.splitlines():
+        if line.strip().startswith("in the kernel"):
+            seen = True
+            continue
+        m = re.match(r"\s+(.+?)\s{2,}([\d,]+)\s", line + " ") if seen else None
+        if m and m.group(1) in kernel_counters:
+            kernel[m.group(1)] = int(m.group(2).replace(",", ""))
+    return count, us, kernel
 
 
 def update_doc(path: Path, name: str, body: str) -> None:

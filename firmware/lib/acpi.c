@@ -209,3 +209,23 @@ bool acpi_s5_slp_typ(u8 *typa, u8 *typb)
     }
     return false;
 }
+
+u64 acpi_dmar_drhd(u8 *flags)
+{
+    struct acpi_header *t = acpi_find_table("DMAR");
+    if (!t)
+        return 0;
+    const u8 *p = (const u8 *)t;
+    for (u32 off = 48; off + 4 <= t->length;) {         /* remapping structures after the header */
+        u16 type = *(const u16 *)(p + off), len = *(const u16 *)(p + off + 2);
+        if (len < 4 || off + len > t->length)
+            break;
+        if (type == 0 && len >= 16) {                   /* DRHD */
+            if (flags)
+                *flags = p[off + 4];
+            return *(const u64 *)(p + off + 8);
+        }
+        off += len;
+    }
+    return 0;
+}

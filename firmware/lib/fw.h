@@ -288,6 +288,9 @@ extern struct madt_info madt;                   /* filled by acpi_parse_madt(&ma
 u32 acpi_pm1a_cnt(void);
 struct acpi_header *acpi_dsdt(void);
 bool acpi_s5_slp_typ(u8 *typa, u8 *typb);
+/* DMAR (VT-d spec 8.3): the first DRHD's register base (its flags in *flags if given), or 0
+ * without a DMAR table or DRHD */
+u64 acpi_dmar_drhd(u8 *flags);
 
 /* --- pci.c -------------------------------------------------------------------------------- */
 u32 pci_read32(u8 bus, u8 dev, u8 fn, u8 reg);

@@ -31,38 +31,15 @@
  *
  * cmdline: nocd, noirq. */
 #include "fw.h"
+#include "pcidev.h"
 
-#define PIIX3_IDE_ID        0x70108086u
-#define PCI_COMMAND         0x04
-#define PCI_CMD_IO          0x0001
-#define PCI_CMD_MASTER      0x0004
-#define PCI_BAR4            0x20
-#define PIIX_IDETIM_PRI     0x40
+/* beyond pcidev.h: the secondary channel, more of the task file, the commands used here */
 #define PIIX_IDETIM_SEC     0x42
-#define IDETIM_DECODE       0x8000
-#define BAR4_DEFAULT        0xC040
-
-/* ATA registers (offsets from the command block), bits, commands */
 #define REG_DATA 0
-#define REG_ERR  1
 #define REG_FEAT 1
-#define REG_NSECT 2
-#define REG_LBAL 3
-#define REG_LBAM 4
-#define REG_LBAH 5
-#define REG_DEV  6
-#define REG_STAT 7
 #define REG_CMD  7
-#define ST_ERR  0x01
-#define ST_DRQ  0x08
-#define ST_DF   0x20
-#define ST_DRDY 0x40
-#define ST_BSY  0x80
 #define ER_ABRT 0x04
 #define ER_IDNF 0x10
-#define DC_NIEN 0x02
-#define DC_SRST 0x04
-#define DEV_LBA 0x40
 
 #define ATA_READ_SECTORS      0x20
 #define ATA_READ_SECTORS_EXT  0x24
@@ -75,21 +52,8 @@
 #define ATA_READ_MULTIPLE     0xC4
 #define ATA_WRITE_MULTIPLE    0xC5
 #define ATA_SET_MULTIPLE      0xC6
-#define ATA_READ_DMA          0xC8
 #define ATA_FLUSH_CACHE       0xE7
 #define ATA_FLUSH_CACHE_EXT   0xEA
-#define ATA_IDENTIFY          0xEC
-
-/* bus master */
-#define BM_CMD     0
-#define BM_STATUS  2
-#define BM_PRD     4
-#define BM_START   0x01
-#define BM_TO_MEM  0x08
-#define BM_ACTIVE  0x01
-#define BM_ERROR   0x02
-#define BM_INTR    0x04
-#define PRD_EOT    0x80000000u
 
 /* memory used for DMA (physical = virtual, paging off) */
 #define PRD_TABLE  0x400000u

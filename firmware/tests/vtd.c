@@ -67,74 +67,12 @@
  * 100 ms of virtual time in QEMU) and the fault interrupt are bounded by a LAPIC-timer
  * watchdog.  Paging stays off: IOVAs, table addresses and pointers are physical. */
 #include "fw.h"
+#include "pcidev.h"
 
-/* --- edu (QEMU docs/specs/edu.rst) ---------------------------------------------------------- */
-#define EDU_ID              0x11E81234u
-#define EDU_REG_ID          0x00
-#define EDU_REG_LIVENESS    0x04
-#define EDU_REG_DMA_SRC     0x80
-#define EDU_REG_DMA_DST     0x88
-#define EDU_REG_DMA_COUNT   0x90
-#define EDU_REG_DMA_CMD     0x98
-#define EDU_REG_DMA_ERRORS  0xA0        /* kvmpy extension; all-ones on QEMU */
-#define EDU_DMA_RUN         0x1u
-#define EDU_DMA_TO_RAM      0x2u
-#define EDU_DMA_ERROR       0x80000000u /* kvmpy extension */
-#define EDU_BUF             0x40000u
-#define EDU_BAR_DEFAULT     0xE0000000u
-#define PCI_COMMAND         0x04
-#define PCI_BAR0            0x10
-#define PCI_CMD_MEMORY      0x0002
-#define PCI_CMD_MASTER      0x0004
-
-/* --- VT-d registers (VT-d spec 3.x, chapter 11; offsets from the unit's base) ------------- */
-#define VER_REG     0x000
-#define CAP_REG     0x008
-#define ECAP_REG    0x010
-#define GCMD_REG    0x018
-#define GSTS_REG    0x01C
-#define RTADDR_REG  0x020
-#define CCMD_REG    0x028
-#define FSTS_REG    0x034
-#define FECTL_REG   0x038
-#define FEDATA_REG  0x03C
-#define FEADDR_REG  0x040
-#define FEUADDR_REG 0x044
-#define IQH_REG     0x080
-#define IQT_REG     0x088
-#define IQA_REG     0x090
-
-#define GCMD_TE     (1u << 31)
-#define GCMD_SRTP   (1u << 30)
-#define GCMD_QIE    (1u << 26)
-#define GSTS_TES    (1u << 31)
-#define GSTS_RTPS   (1u << 30)
-#define GSTS_QIES   (1u << 26)
-
-/* CCMD and IOTLB_REG as seen in their high dwords (bits 63:32) */
-#define CCMD_HI_ICC         (1u << 31)                  /* bit 63 */
-#define CCMD_HI_CIRG_GLOBAL (1u << 29)                  /* bits 62:61 = 1 */
-#define CCMD_HI_CAIG(h)     (((h) >> 27) & 3)           /* bits 60:59 */
-#define IOTLB_HI_IVT        (1u << 31)                  /* bit 63 */
-#define IOTLB_HI_IIRG(g)    ((u32)(g) << 28)            /* bits 61:60: 1 global, 2 domain, 3 page */
-#define IOTLB_HI_IAIG(h)    (((h) >> 25) & 3)           /* bits 58:57 */
-#define IOTLB_HI_DID(d)     ((u32)(d) & 0xFFFF)         /* bits 47:32 */
-
-#define FSTS_PFO    (1u << 0)
-#define FSTS_PPF    (1u << 1)
-#define FSTS_IQE    (1u << 4)
-#define FSTS_FRI(f) (((f) >> 8) & 0xFF)
-#define FECTL_IM    (1u << 31)
-#define FECTL_IP    (1u << 30)
-#define FRCD_F      (1u << 31)                          /* in the top dword (bits 127:96) */
-#define FRCD_T      (1u << 30)                          /* 1 = read request */
-
+/* --- VT-d beyond pcidev.h: fault reasons, the domain, invalidation descriptors ------------- */
 #define FR_WRITE    0x05                                /* write to a page without W (or absent) */
 #define FR_READ     0x06                                /* read from a page without R (or absent) */
 
-/* tables */
-#define PTE_R       1ull
-#define PTE_W       2ull
 #define DOMAIN_ID   1
 
 /* invalidation descriptors (128-bit, legacy mode) */
@@ -329,28 +267,19 @@ static u32 to_ram(u32 iova) { return edu_dma(EDU_BUF, iova, XFER, EDU_DMA_TO_RAM
 static u32 dmar_find(void)
 {
     struct acpi_header *t = acpi_find_table("DMAR");
-    if (!t) {
-        printf("vtd: no ACPI DMAR table; trying 0xfed90000\n");
+    if (t)
+        printf("vtd: DMAR table at 0x%08x: host address width %u, flags 0x%x\n", (u32)t,
+               ((const u8 *)t)[36] + 1, ((const u8 *)t)[37]);
+    u8 flags = 0;
+    u64 base = acpi_dmar_drhd(&flags);
+    if (!base) {
+        printf("vtd: no DRHD in an ACPI DMAR table; trying 0xfed90000\n");
         return 0xFED90000u;
     }
-    const u8 *p = (const u8 *)t;
-    printf("vtd: DMAR table at 0x%08x: host address width %u, flags 0x%x\n", (u32)t, p[36] + 1, p[37]);
-    for (u32 off = 48; off + 4 <= t->length;) {
-        u16 type = *(const u16 *)(p + off), len = *(const u16 *)(p + off + 2);
-        if (len < 4 || off + len > t->length)
-            break;
-        if (type == 0 && len >= 16) {
-            u64 base = *(const u64 *)(p + off + 8);
-            printf("vtd: DRHD flags 0x%x segment %u base 0x%llx\n", p[off + 4],
-                   *(const u16 *)(p + off + 6), base);
-            if (base >> 32)
-                fail("DRHD register base above 4 GiB");
-            return (u32)base;
-        }
-        off += len;
-    }
-    printf("vtd: DMAR has no DRHD; trying 0xfed90000\n");
-    return 0xFED90000u;
+    printf("vtd: DRHD flags 0x%x base 0x%llx\n", flags, base);
+    if (base >> 32)
+        fail("DRHD register base above 4 GiB");
+    return (u32)base;
 }
 
 static void vtd_find(void)
