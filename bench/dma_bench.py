@@ -32,11 +32,11 @@ its edu count is small and its edu rate is that timer's.
 Then one traced kvmpy run per kvmpy variant and count (`kvmpy trace --stats --events`): exits to
 kvmpy per transfer by device and register, and KVM's own counters per transfer.
 
-A second section, Linux disk and network throughput under intel_iommu strict and lazy, needs a
-hardware-assisted host (Linux does not boot on a PVM-backed one): there it is skipped, saying why.
+Its Linux half, disk and network throughput under intel_iommu strict, lazy and passthrough, is
+bench/linux_dma_bench.py (`make bench-dma-linux`, which `make bench-dma` runs first): it needs a
+hardware-assisted host and writes the <!-- bench:dma-linux --> section, skipped there on a PVM one.
 
-Writes the sections between <!-- bench:dma:begin/end --> and <!-- bench:dma-linux:begin/end -->
-in docs/performance.md unless --no-write.
+Writes the section between <!-- bench:dma:begin/end --> in docs/performance.md unless --no-write.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from run_bench import (
-    PVM_REASON,
     display,
     host_line,
     kvm_backend,
@@ -105,7 +104,7 @@ class Variant:
     device: str  # edu | ide
     vmm: str  # kvmpy | QEMU
     machine: str  # for the report
-    translation: str  # none | vtd | vtd+flush
+    translation: str  # none | vtd | vtd+flush | vtd+ir (kvmpy: interrupt remapping, split irqchip)
     count: int  # N for this variant (the baseline is BASELINE)
     base_argv: list[str]
     walls: dict[int, list[float]] = field(default_factory=dict)
@@ -142,11 +141,20 @@ class Variant:
         return len(self.failures) >= 2  # one failure is noted; a second stops this variant
 
 
-def kvmpy_base(python: str, elf: str, device: str, iommu: bool, disk: str, cmd: list[str] | None = None
-               ) -> list[str]:
+def kvmpy_iommu(translation: str) -> list[str]:
+    """The translation rows keep KVM's in-kernel irqchip (intremap=off), as QEMU's intel-iommu
+    without interrupt remapping does, so they differ from "none" by DMA translation alone;
+    vtd+ir is --iommu vtd as a user gets it (interrupt remapping on kvmpy's split irqchip)."""
+    if translation == "none":
+        return []
+    return ["--iommu", "vtd" if translation == "vtd+ir" else "vtd,intremap=off"]
+
+
+def kvmpy_base(python: str, elf: str, device: str, translation: str, disk: str,
+               cmd: list[str] | None = None) -> list[str]:
     dev = ["--device", "edu"] if device == "edu" else ["--drive", f"file={disk}"]
     return [python, "-m", "kvmpy", *(cmd or ["boot"]), "--kernel", elf, "--memory", MEMORY, *dev,
-            *(["--iommu", "vtd"] if iommu else [])]
+            *kvmpy_iommu(translation)]
 
 
 def qemu_base(qemu: str, elf: str, device: str, machine: str, iommu: bool, disk: str) -> list[str]:
@@ -172,9 +180,9 @@ def variants(args: argparse.Namespace, disk: str) -> list[Variant]:
                                     ("ide", args.ide_count, args.ide_count)):
         if device not in args.devices:
             continue
-        for tr in ("none", "vtd", "vtd+flush"):
+        for tr in ("none", "vtd", "vtd+flush", "vtd+ir"):
             out.append(Variant(device, "kvmpy", "direct", tr, n_kvmpy,
-                               kvmpy_base(py, elf, device, tr != "none", disk)))
+                               kvmpy_base(py, elf, device, tr, disk)))
         # QEMU's edu waits 100 ms per DMA whatever the IOMMU does: no flush variant for it
         for tr in ("none", "vtd") if device == "edu" else ("none", "vtd", "vtd+flush"):
             out.append(Variant(device, "QEMU", "q35", tr, n_qemu,
@@ -359,7 +367,7 @@ def parse_trace(events: Path, stats: str) -> TraceCounts:
 
 
 def trace_argv(v: Variant, count: int, events: Path, disk: str, python: str, elf: str) -> list[str]:
-    base = kvmpy_base(python, elf, v.device, v.translation != "none", disk,
+    base = kvmpy_base(python, elf, v.device, v.translation, disk,
                       cmd=["trace", "--stats", "--events", str(events)])
     return [*base, "--append", v.append(count)]
 
@@ -475,7 +483,11 @@ def report(args: argparse.Namespace, host: str, vs: list[Variant], trace: list[s
         "builds root, context and second-level tables identity-mapping its buffers with 4 KiB pages "
         "for the device and enables translation, so every transfer is translated (the IOTLB stays warm); "
         "**vtd+flush**: also a register-based domain-selective IOTLB invalidation after every transfer "
-        "(as Linux's strict mode invalidates on unmap), so every transfer walks the tables again. Every "
+        "(as Linux's strict mode invalidates on unmap), so every transfer walks the tables again. "
+        "kvmpy's vtd and vtd+flush rows run `--iommu vtd,intremap=off`: KVM's in-kernel irqchip, as in "
+        "the none row and as QEMU's intel-iommu without interrupt remapping, so they differ from none by "
+        "DMA translation alone; **vtd+ir** is plain `--iommu vtd` (interrupt remapping on, so kvmpy's "
+        "split irqchip: its own PICs, IOAPIC and PIT) with translation as in vtd. Every "
         "run must end in `DMA_BENCH OK` with the translation it was asked for.",
         "",
         "Machines: kvmpy's direct-boot machine (no firmware; with a PCI device asked for it has the "
@@ -584,7 +596,7 @@ def report(args: argparse.Namespace, host: str, vs: list[Variant], trace: list[s
               f"{args.edu_count} --qemu-edu-count {args.qemu_edu_count} --ide-count {args.ide_count}"]
     shown = set()
     for v in vs:
-        key = (v.device, v.vmm, v.machine, v.translation == "none")
+        key = (v.device, v.vmm, v.machine, v.translation == "none", v.translation == "vtd+ir")
         if key in shown:
             continue
         shown.add(key)
@@ -597,29 +609,6 @@ def report(args: argparse.Namespace, host: str, vs: list[Variant], trace: list[s
                                          args.elf)]))
     lines += ["```"]
     return "\n".join(lines)
-
-
-def linux_section() -> str:
-    """Linux disk and network throughput with intel_iommu strict and lazy: hardware-assisted hosts."""
-    header = ["## DMA translation under Linux: intel_iommu strict and lazy", ""]
-    reason = None
-    if not Path("/dev/kvm").exists():
-        reason = "/dev/kvm is absent"
-    elif Path("/sys/module/kvm_pvm").exists():
-        reason = PVM_REASON
-    plan = ("What it measures where Linux boots: Debian's kernel under kvmpy `--iommu vtd` with "
-            "`intel_iommu=on iommu.strict=1` (every unmap invalidates the IOTLB at once) and "
-            "`iommu.strict=0` (lazy: invalidations batched by a flush queue), and without `--iommu`, "
-            "sequential `dd` reads from the IDE disk and UDP echo through the e1000 inside the guest, "
-            "against QEMU q35 with `-device intel-iommu` the same way.")
-    if reason:
-        print(f"linux strict/lazy: skipped: {reason}", flush=True)
-        return "\n".join(header + [
-            f"Skipped on the last `make bench-dma` ({utc_now()}, host: {host_line()}): {reason}.", "",
-            plan + " Not yet written: it needs a VT-x/AMD-V host to be developed and checked on."])
-    return "\n".join(header + [
-        f"Not run on the last `make bench-dma` ({utc_now()}, host: {host_line()}): this host could boot "
-        "Linux, but the strict/lazy runs are not written yet.", "", plan])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -669,11 +658,9 @@ def main(argv: list[str] | None = None) -> int:
         measure(vs, args.runs, args.timeout)
         trace, traced = (["Not run (--no-trace)."], {}) if args.no_trace else trace_table(vs, str(disk), args)
         body = report(args, host, vs, trace, traced)
-    linux = linux_section()
-    print("\n" + body + "\n\n" + linux + "\n")
+    print("\n" + body + "\n")
     if not args.no_write:
-        update_doc(args.doc, "dma", body)
-        update_doc(args.doc, "dma-linux", linux)
+        update_doc(args.doc, "dma", body)  # the dma-linux section is bench/linux_dma_bench.py's
         print(f"wrote {args.doc}")
     return 0
 
