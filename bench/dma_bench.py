@@ -47,11 +47,8 @@ import re
 import shutil
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +59,7 @@ from run_bench import (
     kvm_backend,
     qemu_version,
     read_trace,
+    run_windowed,
     update_doc,
     utc_now,
 )
@@ -232,41 +230,8 @@ class Outcome:
 
 def run_guest(argv: list[str], timeout: float) -> Outcome:
     """Run argv from the repository root, timestamping its START and END lines as they come."""
-    out = Outcome()
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
-    except OSError as e:
-        out.output = str(e)
-        return out
-    buf = bytearray()
-    marks: dict[str, float] = {}
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in iter(proc.stdout.readline, b""):
-            now = time.perf_counter() - t0
-            buf.extend(line)
-            if b"DMA_BENCH START" in line:
-                marks.setdefault("start", now)
-            elif b"DMA_BENCH END" in line:
-                marks.setdefault("end", now)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
-        out.rc = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        out.timed_out = True
-    out.wall = time.perf_counter() - t0
-    reader.join(timeout=5)
-    out.output = bytes(buf).decode(errors="replace")
-    if "start" in marks and "end" in marks:
-        out.window = marks["end"] - marks["start"]
-    return out
+    r = run_windowed(argv, timeout, b"DMA_BENCH START", b"DMA_BENCH END")
+    return Outcome(wall=r.wall, window=r.window, output=r.output, rc=r.rc, timed_out=r.timed_out)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,10 +41,8 @@ import os
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -52,7 +50,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from run_bench import display, host_line, kvm_backend, qemu_version, read_trace, update_doc, utc_now
+from run_bench import (
+    display,
+    host_line,
+    kvm_backend,
+    qemu_version,
+    read_trace,
+    run_windowed,
+    update_doc,
+    utc_now,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "performance.md"
@@ -179,41 +186,8 @@ class Outcome:
 
 def run_guest(argv: list[str], timeout: float) -> Outcome:
     """Run argv from the repository root, timestamping its output lines as they come."""
-    out = Outcome()
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
-    except OSError as e:
-        out.output = str(e)
-        return out
-    buf = bytearray()
-    marks: dict[str, float] = {}
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in iter(proc.stdout.readline, b""):
-            now = time.perf_counter() - t0
-            buf.extend(line)
-            if b"arp: " in line and "arp" not in marks:
-                marks["arp"] = now
-            elif b"TX OK" in line and "tx" not in marks:
-                marks["tx"] = now
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
-        out.rc = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        out.timed_out = True
-    out.wall = time.perf_counter() - t0
-    reader.join(timeout=5)
-    out.output = bytes(buf).decode(errors="replace")
-    if "arp" in marks and "tx" in marks:
-        out.window = marks["tx"] - marks["arp"]
-    return out
+    r = run_windowed(argv, timeout, b"arp: ", b"TX OK")
+    return Outcome(wall=r.wall, window=r.window, output=r.output, rc=r.rc, timed_out=r.timed_out)
 
 
 # ---------------------------------------------------------------------------------------------

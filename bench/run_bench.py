@@ -61,6 +61,56 @@ class Run:
     timed_out: bool = False
 
 
+@dataclass
+class WindowedRun:
+    """A guest run whose console output is timestamped as it comes: ``window`` is the time from
+    the first line holding ``start`` to the first holding ``end`` (None if either is missing)."""
+    wall: float | None = None
+    window: float | None = None
+    output: str = ""
+    rc: int | None = None
+    timed_out: bool = False
+
+
+def run_windowed(argv: list[str], timeout: float, start: bytes, end: bytes) -> WindowedRun:
+    """Run argv from the repository root (stdout and stderr together), killing it after
+    ``timeout`` seconds."""
+    out = WindowedRun()
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+    except OSError as e:
+        out.output = str(e)
+        return out
+    buf = bytearray()
+    marks: dict[bytes, float] = {}
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in iter(proc.stdout.readline, b""):
+            now = time.perf_counter() - t0
+            buf.extend(line)
+            for marker in (start, end):
+                if marker in line:
+                    marks.setdefault(marker, now)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        out.rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        out.timed_out = True
+    out.wall = time.perf_counter() - t0
+    reader.join(timeout=5)
+    out.output = bytes(buf).decode(errors="replace")
+    if start in marks and end in marks:
+        out.window = marks[end] - marks[start]
+    return out
+
+
 def run_timed(argv: list[str], timeout: float) -> Run:
     t0 = time.perf_counter()
     try:

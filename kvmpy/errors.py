@@ -57,20 +57,49 @@ class GuestError(KvmpyError):
     exit_status = 71
 
 
-class KvmError(KvmpyError):
-    """A KVM ioctl failed; carries the ioctl's name and the errno so reports are actionable."""
+class KernelCallError(KvmpyError):
+    """A call into a kernel interface failed; carries its name and the errno so reports are
+    actionable."""
 
     exit_status = 70
+    #: what the call goes to, at the start of the message
+    interface = "kernel"
 
-    def __init__(self, ioctl: str, errno: int, detail: str = "") -> None:
+    def __init__(self, call: str, errno: int, detail: str = "") -> None:
         import os
 
-        self.ioctl = ioctl
+        self.call = call
         self.errno = errno
-        msg = f"KVM ioctl {ioctl} failed: {os.strerror(errno)} (errno {errno})"
+        msg = f"{self.interface} {call} failed: {os.strerror(errno)} (errno {errno})"
         if detail:
             msg += f": {detail}"
         super().__init__(msg)
+
+
+class KvmError(KernelCallError):
+    """A KVM ioctl failed (``ioctl`` is its name)."""
+
+    interface = "KVM ioctl"
+
+    @property
+    def ioctl(self) -> str:
+        return self.call
+
+
+class VfioError(KernelCallError):
+    """A VFIO operation failed (``op`` is its name)."""
+
+    interface = "VFIO"
+
+    @property
+    def op(self) -> str:
+        return self.call
+
+
+class VfioUnavailableError(KvmpyError):
+    """The host cannot pass this device through (no IOMMU, no vfio-pci, wrong driver...)."""
+
+    exit_status = 69  # EX_UNAVAILABLE, like a missing /dev/kvm
 
 
 class DmaFault(KvmpyError):

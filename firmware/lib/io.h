@@ -97,6 +97,18 @@ static inline u32 readl(u32 addr)
 static inline void writeb(u32 addr, u8 v) { __asm__ __volatile__("movb %0, (%1)" :: "q"(v), "r"(addr) : "memory"); }
 static inline void writew(u32 addr, u16 v) { __asm__ __volatile__("movw %0, (%1)" :: "r"(v), "r"(addr) : "memory"); }
 static inline void writel(u32 addr, u32 v) { __asm__ __volatile__("movl %0, (%1)" :: "r"(v), "r"(addr) : "memory"); }
+/* A 64-bit register as two dwords, low first: a device that acts on a split 64-bit command
+ * register (VT-d's CCMD, IOTLB) does so when its high half arrives. */
+static inline u64 readq_lohi(u32 addr)
+{
+    u32 lo = readl(addr);
+    return (u64)readl(addr + 4) << 32 | lo;
+}
+static inline void writeq_lohi(u32 addr, u64 v)
+{
+    writel(addr, (u32)v);
+    writel(addr + 4, (u32)(v >> 32));
+}
 
 /* --- CPU ----------------------------------------------------------------------------------- */
 static inline void cli(void) { __asm__ __volatile__("cli" ::: "memory"); }

@@ -116,17 +116,8 @@ static bool find_function(u32 id, u8 *dev_out, u8 *fn_out)
 /* --- VT-d ------------------------------------------------------------------------------------ */
 static u32 vr32(u32 off) { return readl(vtd + off); }
 static void vw32(u32 off, u32 v) { writel(vtd + off, v); }
-static u64 vr64(u32 off)
-{
-    u32 lo = readl(vtd + off);
-    return (u64)readl(vtd + off + 4) << 32 | lo;
-}
-/* Low dword first: a unit acts on a split 64-bit command register when its high half arrives. */
-static void vw64(u32 off, u64 v)
-{
-    writel(vtd + off, (u32)v);
-    writel(vtd + off + 4, (u32)(v >> 32));
-}
+static u64 vr64(u32 off) { return readq_lohi(vtd + off); }
+static void vw64(u32 off, u64 v) { writeq_lohi(vtd + off, v); }
 
 /* The first DRHD's register base from the ACPI DMAR table, else the address kvmpy and QEMU's
  * q35 use. */

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from kvmpy.errors import KvmpyError, UsageError
+from kvmpy.errors import UsageError, VfioError, VfioUnavailableError
 
 # --- Fixed user ABI from <linux/vfio.h>. Kept here so that host detection and the device model
 # work without the compiled module; tests/unit/test_vfio.py checks each against the header.
@@ -78,26 +78,6 @@ VFIO_PCI_NUM_IRQS = 5
 #: vfio_dev_driver_allowed and "bound to a vfio driver"); PCI bridges are allowed whatever binds them.
 _VIABLE_DRIVERS = ("vfio-pci", "pci-stub")
 _PCI_HEADER_TYPE = 0x0E
-
-
-class VfioError(KvmpyError):
-    """A VFIO operation failed; names the operation and the errno, like ``KvmError``."""
-
-    exit_status = 70
-
-    def __init__(self, op: str, errno: int, detail: str = "") -> None:
-        self.op = op
-        self.errno = errno
-        msg = f"VFIO {op} failed: {os.strerror(errno)} (errno {errno})"
-        if detail:
-            msg += f": {detail}"
-        super().__init__(msg)
-
-
-class VfioUnavailableError(KvmpyError):
-    """The host cannot pass this device through (no IOMMU, no vfio-pci, wrong driver...)."""
-
-    exit_status = 69  # EX_UNAVAILABLE, like a missing /dev/kvm
 
 
 # --- device names --------------------------------------------------------------------------------
