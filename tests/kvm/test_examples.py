@@ -53,3 +53,17 @@ def test_fault_injection_fools_the_guest(guest_program):
     rc, out, err = run_example("fault_injection.py", "--kernel", demo, "--append", "batch", "--break-fw-cfg")
     assert rc == 0, out + err
     assert "fw_cfg: absent" in out
+
+
+def test_dma_faults_lists_what_the_iommu_blocked(guest_program):
+    rc, out, err = run_example("dma_faults.py", "--kernel", str(guest_program("vtd")), "--device", "edu",
+                               "--iommu", "vtd", "--append", "strict", "--memory", "64M")
+    assert rc == 0, out + err
+    lines = out.splitlines()
+    assert lines[0] == "the guest stopped: debug-exit value 0x0"
+    rows = {tuple(line.split()[:2]) + (line.split("reason ")[1][:4],) for line in lines[1:]}
+    assert ("00:04.0", "DMA", "0x05") in rows and ("00:04.0", "DMA", "0x06") in rows
+    assert {("00:04.0", "interrupt", r) for r in ("0x21", "0x22", "0x25", "0x26")} <= rows
+    assert "(first: address 0x800000)" in out and "(first: index 0x8005)" in out
+    rc, out, err = run_example("dma_faults.py", "--kernel", str(guest_program("vtd")))
+    assert rc == 2 and "--iommu vtd" in err
