@@ -1,9 +1,11 @@
 """Where device interrupts go: KVM's in-kernel irqchip, or kvmpy's own (the split irqchip).
 
 **In-kernel** (the default, fastest): KVM emulates the PICs, the IOAPIC and the PIT; a GSI is a
-``KVM_IRQ_LINE``. ``GsiRouter`` keeps KVM's default GSI routes (ISA GSIs on both the PICs and the
-IOAPIC, 16-23 on the IOAPIC) and adds MSI routes for irqfds (VFIO vectors) on top, because
-``KVM_SET_GSI_ROUTING`` replaces the whole table.
+``KVM_IRQ_LINE``. KVM's own default routes put GSI 0 on IOAPIC pin 0, but the PC's MADT (kvmpy's
+too) says ISA IRQ 0 arrives on GSI 2, and the in-kernel PIT raises GSI 0: so ``GsiRouter`` installs
+the PC's table, as QEMU does (``pc_irqchip_routes``: GSI 0 on PIC pin 0 and IOAPIC pin 2, GSI 2 on
+neither, the rest on the PIC and IOAPIC pins of their number), and adds MSI routes for irqfds (VFIO
+vectors) on top, because ``KVM_SET_GSI_ROUTING`` replaces the whole table.
 
 **Split** (``--iommu vtd`` with interrupt remapping, as QEMU's ``kernel-irqchip=split``): KVM keeps
 only the LAPICs (``KVM_CAP_SPLIT_IRQCHIP``); the 8259 pair, the IOAPIC, the 8254 PIT and port 0x61
@@ -53,15 +55,17 @@ ISA_IRQ0_PIN = 2
 PIT_MAX_SLEEP = 0.1
 
 
-def kernel_default_routes() -> list[tuple]:
-    """KVM's own default table (virt/kvm/irqchip.c, arch/x86/kvm/irq_comm.c): GSIs 0-15 on the
-    PIC pin and the IOAPIC pin of the same number, 16-23 on the IOAPIC."""
+def pc_irqchip_routes() -> list[tuple]:
+    """The in-kernel irqchip's GSI table for a PC (QEMU's kvm_pc_setup_irq_routing): GSIs 0-15
+    on the PIC pin of their number except 2 (the cascade), GSI 0 on IOAPIC pin 2 (the MADT's
+    override for the PIT), GSIs 1 and 3-23 on the IOAPIC pin of their number."""
     routes: list[tuple] = []
     for gsi in range(layout.IOAPIC_PINS):
-        if gsi < 16:
+        if gsi < 16 and gsi != 2:
             chip = lib.KVM_IRQCHIP_PIC_MASTER if gsi < 8 else lib.KVM_IRQCHIP_PIC_SLAVE
             routes.append((gsi, "irqchip", chip, gsi % 8))
-        routes.append((gsi, "irqchip", lib.KVM_IRQCHIP_IOAPIC, gsi))
+        if gsi != 2:
+            routes.append((gsi, "irqchip", lib.KVM_IRQCHIP_IOAPIC, ISA_IRQ0_PIN if gsi == 0 else gsi))
     return routes
 
 

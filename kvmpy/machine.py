@@ -125,11 +125,13 @@ class Machine:
             self.irqchip.place()
             self.gsi_router = self.irqchip.router
         else:
-            from .irqchip import GsiRouter, kernel_default_routes
+            from .irqchip import GsiRouter, pc_irqchip_routes
 
             self.vm.create_irqchip()
             self.vm.create_pit2()
-            self.gsi_router = GsiRouter(self.vm, kernel_default_routes(), layout.IOAPIC_PINS)
+            # the PC's routes: the in-kernel PIT's GSI 0 reaches IOAPIC pin 2, as the MADT says
+            self.gsi_router = GsiRouter(self.vm, pc_irqchip_routes(), layout.IOAPIC_PINS)
+            self.gsi_router.commit()
         self.pvm = PvmCompleter(self.memory.read, self.memory.write) if is_pvm_host() else None
 
         # console: where UART output goes, where input comes from
