@@ -158,7 +158,6 @@ class SplitIrqchip:
 
     def __init__(self, m: Machine, ioapic_id: int) -> None:
         self.machine = m
-        self.vm = m.vm
         self.router = GsiRouter(m.vm, [], NUM_PINS)
         self.pic = PicPair(self._pic_output)
         self.ioapic = Ioapic(ioapic_id, self._ioapic_deliver, self.refresh_routes)
@@ -169,7 +168,6 @@ class SplitIrqchip:
         self.ioapic_sender: MsiSender = m.msi_sender
         self.translate: Callable[[int, int], tuple[int, int] | None] = lambda a, d: (a, d)
         self.pic_level = False
-        self.injected = 0
         self._timer = _PitThread(self.pit, m.lock, self._timer_wake)
 
     def place(self) -> None:
@@ -254,7 +252,6 @@ class SplitIrqchip:
                 vector = self.pic.acknowledge() if self.pic.has_interrupt() else None
             if vector is not None:
                 vcpu.interrupt(vector)
-                self.injected += 1
             run.request_interrupt_window = 1 if self.pic_level else 0
         else:
             run.request_interrupt_window = 1

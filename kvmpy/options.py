@@ -224,7 +224,7 @@ class MachineConfig:
         """kvmpy's own PICs, IOAPIC and PIT in front of KVM's LAPICs: needed when VT-d remaps
         interrupts (the IOAPIC's messages must reach the IOMMU), or asked for."""
         if self.irqchip == "auto":
-            return self.iommu is not None and bool(getattr(self.iommu, "intremap", False))
+            return self.iommu is not None and self.iommu.intremap
         return self.irqchip == "split"
 
 
@@ -326,7 +326,7 @@ def config_from_namespace(ns: argparse.Namespace) -> MachineConfig:
     if passthrough and irqchip == "split":
         raise UsageError("--passthrough needs KVM's in-kernel irqchip (its INTx uses KVM's resampling "
                          "irqfd): leave out --irqchip split")
-    if irqchip == "kernel" and iommu is not None and getattr(iommu, "intremap", False):
+    if irqchip == "kernel" and iommu is not None and iommu.intremap:
         raise UsageError("--irqchip kernel: interrupt remapping needs kvmpy's IOAPIC; use "
                          "--iommu vtd,intremap=off or --irqchip split")
     nets = []

@@ -20,8 +20,11 @@ if TYPE_CHECKING:
 class KvmPassthroughHost:
     """Memslots from the machine's allocator, interrupts through its GsiRouter."""
 
-    def __init__(self, m: Machine) -> None:
+    def __init__(self, m: Machine, *, kvm_vfio_device: bool = True) -> None:
+        """``kvm_vfio_device=False``: groups are not registered with KVM's KVM-VFIO device (a
+        fake VFIO backend has no real group fd for KVM_DEV_VFIO_GROUP_ADD to take)."""
         self.m = m
+        self.kvm_vfio_device = kvm_vfio_device
         self._free: list[int] = []
         self._vfio_dev: int | None = None
 
@@ -50,6 +53,8 @@ class KvmPassthroughHost:
         self.m.gsi_router.remove_route(gsi)
 
     def attach_vfio_group(self, group_fd: int) -> None:
+        if not self.kvm_vfio_device:
+            return
         if self._vfio_dev is None:
             self._vfio_dev = self.m.vm.create_device(lib.KVM_DEV_TYPE_VFIO)
         self.m.vm.set_device_attr_fd(self._vfio_dev, lib.KVM_DEV_VFIO_GROUP,

@@ -172,9 +172,7 @@ def place_passthrough(m: Machine, pci: PciBus, isa: Piix3Isa | None) -> dict[str
     if len(m.config.passthrough) > len(PASSTHROUGH_SLOTS):
         raise UsageError(f"at most {len(PASSTHROUGH_SLOTS)} --passthrough devices fit on the PCI bus")
     access: VfioAccess = getattr(m, "vfio", None) or VfioAccess()
-    host = KvmPassthroughHost(m)
-    if not access.kvm_vfio_device:
-        host.attach_vfio_group = host.detach_vfio_group = lambda group_fd: None  # type: ignore[method-assign]
+    host = KvmPassthroughHost(m, kvm_vfio_device=access.kvm_vfio_device)
     pt = Passthrough.open(m.config.passthrough, host, m.memory, backend=access.backend,
                           sys_root=access.sys_root, dev_root=access.dev_root)
     m.closers.append(host.close)  # closers run in reverse: pt.close (KVM-VFIO GROUP_DEL) first

@@ -43,12 +43,13 @@ def inb(bus: PioBus, port: int) -> int:
     return bus.read(port, 1)
 
 
-def seabios_init(bus: PioBus) -> None:
-    """SeaBIOS pic_setup(): vectors 0x08 and 0x70, everything masked but the cascade."""
+def seabios_init(bus: PioBus, master_base: int = 0x08, slave_base: int = 0x70) -> None:
+    """SeaBIOS pic_setup() (vectors 0x08 and 0x70; firmware/lib's pic_init does the same with
+    its own bases): ICW1-ICW4 on both chips, everything masked but the cascade."""
     outb(bus, M_CMD, 0x11)
     outb(bus, S_CMD, 0x11)
-    outb(bus, M_DATA, 0x08)
-    outb(bus, S_DATA, 0x70)
+    outb(bus, M_DATA, master_base)
+    outb(bus, S_DATA, slave_base)
     outb(bus, M_DATA, 0x04)
     outb(bus, S_DATA, 0x02)
     outb(bus, M_DATA, 0x01)
@@ -139,16 +140,7 @@ def test_slave_irq_through_the_cascade_with_linux_specific_eoi():
 def test_firmware_lib_pic_flow():
     """firmware/lib: pic_init(0x20, 0x28), pit_start unmasks IRQ0, the handler calls pic_eoi."""
     pic, bus, cpu = make()
-    outb(bus, M_CMD, 0x11)
-    outb(bus, S_CMD, 0x11)
-    outb(bus, M_DATA, 0x20)
-    outb(bus, S_DATA, 0x28)
-    outb(bus, M_DATA, 0x04)
-    outb(bus, S_DATA, 0x02)
-    outb(bus, M_DATA, 0x01)
-    outb(bus, S_DATA, 0x01)
-    outb(bus, M_DATA, 0xFB)
-    outb(bus, S_DATA, 0xFF)
+    seabios_init(bus, 0x20, 0x28)
     unmask(bus, 0)
     for _ in range(3):
         pic.irq_line(0).pulse()
