@@ -20,6 +20,14 @@
 #                          builds them as modules) packed by firmware/images/mkmodules.py. /init
 #                          loads them (tests/guest/initramfs/init).
 #   build/images/syslinux.cfg, build/images/isolinux.cfg: the configurations put into them.
+#   build/images/PROG-hvm.img  one of our multiboot guest programs (build/firmware/PROG.elf, made
+#                          by firmware/Makefile) on a disk SeaBIOS boots: the same MBR and FAT16
+#                          partition with syslinux, whose configuration starts syslinux's own
+#                          mboot.c32 (with libcom32.c32, which it needs) on /PROG.elf at once, with
+#                          HVM_PROG_APPEND_PROG as its command line. So a program written for
+#                          the direct path also runs behind the PC's firmware, finding the ACPI
+#                          tables SeaBIOS built: `kvmpy boot --hvm build/images/vtd-hvm.img
+#                          --iommu vtd --device edu` is the VT-d check on the HVM path.
 # Phony: images-hvm (both images), images-hvm-clean.
 #
 # Both boot loaders use firmware/images/boot.cfg.in: a visible `boot:` prompt (5 s timeout), a SAY
@@ -60,7 +68,12 @@ DISK_SIZE_MIB := 32
 SYSLINUX_COMMON_DIR := $(DEBIAN_DIR)/syslinux-common
 ISOLINUX_DIR := $(DEBIAN_DIR)/isolinux
 SYSLINUX_MBR := $(SYSLINUX_COMMON_DIR)/usr/lib/syslinux/mbr/mbr.bin
-SYSLINUX_LDLINUX := $(SYSLINUX_COMMON_DIR)/usr/lib/syslinux/modules/bios/ldlinux.c32
+SYSLINUX_BIOS_MODULES := $(SYSLINUX_COMMON_DIR)/usr/lib/syslinux/modules/bios
+SYSLINUX_LDLINUX := $(SYSLINUX_BIOS_MODULES)/ldlinux.c32
+SYSLINUX_MBOOT := $(SYSLINUX_BIOS_MODULES)/mboot.c32 $(SYSLINUX_BIOS_MODULES)/libcom32.c32
+# the command line each guest program gets on its PROG-hvm.img ("strict": kvmpy's VT-d records
+# every blocked DMA, so the program may insist on it; see firmware/tests/vtd.c)
+HVM_PROG_APPEND_vtd := strict
 ISOLINUX_BIN := $(ISOLINUX_DIR)/usr/lib/ISOLINUX/isolinux.bin
 # a fixed FAT volume serial and ISO volume date (else random and "now" on every build)
 IMAGES_FAT_SERIAL := 4b564d50
@@ -90,7 +103,7 @@ $(ISOLINUX_DIR)/.unpacked:
 
 # dpkg-deb keeps the package's file times: touch them, or they would look older than .unpacked
 # forever and every make would run these recipes again.
-$(SYSLINUX_MBR) $(SYSLINUX_LDLINUX): $(SYSLINUX_COMMON_DIR)/.unpacked
+$(SYSLINUX_MBR) $(SYSLINUX_LDLINUX) $(SYSLINUX_MBOOT): $(SYSLINUX_COMMON_DIR)/.unpacked
 	@test -f $@ || { echo "images.mk: syslinux-common has no $@" >&2; exit 1; }; touch $@
 $(ISOLINUX_BIN): $(ISOLINUX_DIR)/.unpacked
 	@test -f $@ || { echo "images.mk: isolinux has no $@" >&2; exit 1; }; touch $@
@@ -142,6 +155,26 @@ $(DISK_IMG): $(DEBIAN_DIR)/vmlinuz $(HVM_INITRD) $(IMAGES_DIR)/syslinux.cfg $(SY
 	mcopy -m -i "$$img" $(HVM_INITRD) ::/initrd.gz; \
 	syslinux --offset $$offset --install $@.tmp; \
 	mv $@.tmp $@
+
+# The same steps as the disk above, with a guest program and syslinux's multiboot loader in place
+# of Linux. The ELF is firmware/Makefile's (make firmware): it is not rebuilt from here.
+$(IMAGES_DIR)/%-hvm.img: build/firmware/%.elf $(SYSLINUX_MBR) $(SYSLINUX_MBOOT) firmware/mkdisk.py
+	@set -e; $(call images-need-tools,mformat mcopy syslinux); \
+	mkdir -p $(IMAGES_DIR); rm -f $@.tmp; \
+	printf 'DEFAULT run\nPROMPT 0\nTIMEOUT 0\nLABEL run\n  KERNEL mboot.c32\n  APPEND /%s.elf %s\n' \
+	    '$*' '$(HVM_PROG_APPEND_$*)' > $@.cfg; \
+	layout=$$($(PYTHON) firmware/mkdisk.py $@.tmp --size-mib $(DISK_SIZE_MIB) --mbr $(SYSLINUX_MBR)); \
+	offset=$${layout% *}; sectors=$${layout#* }; \
+	img="$@.tmp@@$$offset"; \
+	export MTOOLS_SKIP_CHECK=1 MTOOLSRC=/dev/null; \
+	echo "images.mk: $@: FAT16 at byte $$offset, $$sectors sectors, /$*.elf"; \
+	mformat -i "$$img" -T $$sectors -h 64 -s 32 -H $$((offset / 512)) -N $(IMAGES_FAT_SERIAL) \
+	    -v KVMPY ::; \
+	mcopy -m -i "$$img" $@.cfg ::/syslinux.cfg; \
+	mcopy -m -i "$$img" $(SYSLINUX_MBOOT) ::/; \
+	mcopy -m -i "$$img" $< ::/$*.elf; \
+	syslinux --offset $$offset --install $@.tmp; \
+	rm -f $@.cfg; mv $@.tmp $@
 
 $(BOOT_ISO): $(DEBIAN_DIR)/vmlinuz $(HVM_INITRD) $(IMAGES_DIR)/isolinux.cfg $(ISOLINUX_BIN) \
              $(SYSLINUX_LDLINUX)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -20,6 +21,8 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -38,6 +41,17 @@ DEBUGCON_MAGIC = 0xE9
 SECTOR = 512
 #: How long a test lets SeaBIOS run at most; on a PVM host it reaches the boot in ~5 s.
 DEFAULT_TIMEOUT = 60.0
+
+
+def make_images(*targets: str) -> None:
+    """Build targets of firmware/images.mk through make; fail the test with make's output (the
+    tools come with the Makefile's set-up, so a missing one is a broken set-up, not a skip)."""
+    top = ROOT / "Makefile"
+    uses_top = top.exists() and "firmware/images.mk" in top.read_text()
+    cmd = ["make", "-C", str(ROOT), *([] if uses_top else ["-f", "firmware/images.mk"]), *targets]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
 
 
 def firmware_missing() -> str | None:

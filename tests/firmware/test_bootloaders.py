@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # firmware/ is the repository's package, not an installed one
     sys.path.insert(0, str(ROOT))
 
+from hvmtools import make_images  # noqa: E402
+
 from firmware.mkdisk import SECTOR, read_table  # noqa: E402
 
 pytestmark = pytest.mark.firmware
@@ -54,16 +56,6 @@ ISO_BLOCK = 2048
 #: PS/2 scan code set 2 make codes of the letters typed at the prompt (break: F0 + make)
 SET2 = {"k": 0x42, "v": 0x2A, "m": 0x3A, "p": 0x4D, "y": 0x35}
 TYPED = "kvmpy"
-
-
-def make_images(*targets: str) -> None:
-    """Build targets of firmware/images.mk through make; fail the test with make's output."""
-    top = ROOT / "Makefile"
-    uses_top = top.exists() and "firmware/images.mk" in top.read_text()
-    cmd = ["make", "-C", str(ROOT), *([] if uses_top else ["-f", "firmware/images.mk"]), *targets]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
 
 
 @pytest.fixture(scope="session")
