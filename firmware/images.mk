@@ -20,8 +20,8 @@
 #                          builds them as modules) packed by firmware/images/mkmodules.py. /init
 #                          loads them (tests/guest/initramfs/init).
 #   build/images/syslinux.cfg, build/images/isolinux.cfg: the configurations put into them.
-#   build/images/PROG-hvm.img  one of our multiboot guest programs (build/firmware/PROG.elf, made
-#                          by firmware/Makefile) on a disk SeaBIOS boots: the same MBR and FAT16
+#   build/images/PROG-hvm.img  one of our multiboot guest programs (build/firmware/PROG.elf, which
+#                          firmware/Makefile makes first) on a disk SeaBIOS boots: the same MBR and FAT16
 #                          partition with syslinux, whose configuration starts syslinux's own
 #                          mboot.c32 (with libcom32.c32, which it needs) on /PROG.elf at once, with
 #                          HVM_PROG_APPEND_PROG as its command line. So a program written for
@@ -156,8 +156,14 @@ $(DISK_IMG): $(DEBIAN_DIR)/vmlinuz $(HVM_INITRD) $(IMAGES_DIR)/syslinux.cfg $(SY
 	syslinux --offset $$offset --install $@.tmp; \
 	mv $@.tmp $@
 
+# The guest programs are firmware/Makefile's: ask it every time (it is incremental), then the
+# image is remade when the ELF it made is newer.
+.PHONY: images-firmware-force
+build/firmware/%.elf: images-firmware-force
+	@$(MAKE) --no-print-directory -C firmware $*
+
 # The same steps as the disk above, with a guest program and syslinux's multiboot loader in place
-# of Linux. The ELF is firmware/Makefile's (make firmware): it is not rebuilt from here.
+# of Linux.
 $(IMAGES_DIR)/%-hvm.img: build/firmware/%.elf $(SYSLINUX_MBR) $(SYSLINUX_MBOOT) firmware/mkdisk.py
 	@set -e; $(call images-need-tools,mformat mcopy syslinux); \
 	mkdir -p $(IMAGES_DIR); rm -f $@.tmp; \

@@ -32,10 +32,7 @@ TIMEOUT = float(os.environ.get("KVMPY_FIRMWARE_TIMEOUT", "120")) + 60
 
 @pytest.fixture(scope="module")
 def vtd_image(seabios: Path) -> Path:
-    from firmware.build import build
-
-    build("vtd")  # build/firmware/vtd.elf: the image's rule takes it, it does not make it
-    make_images(str(IMAGE.relative_to(ROOT)))
+    make_images(str(IMAGE.relative_to(ROOT)))  # (re)builds build/firmware/vtd.elf first
     return IMAGE
 
 
