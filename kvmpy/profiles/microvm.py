@@ -4,7 +4,9 @@ Devices: COM1 (16550A), i8042 (keyboard port and the reset line), CMOS RTC, the 
 with its PM timer, GPE0 and the 0xCF9 reset register, fw_cfg with DMA, QEMU's debug-exit port;
 the PIC, IOAPIC, LAPICs and PIT are KVM's in-kernel ones. ACPI tables (RSDP, XSDT, FADT, MADT,
 DSDT) are placed in the BIOS area where the standard scan finds them and handed to Linux
-through boot_params too.
+through boot_params too. Asked for a disk, a NIC, a PCI device or an IOMMU, the machine gets the
+pc machine's i440FX host bridge and PIIX3, and its DSDT the same PCI0 root bridge and interrupt
+links, so that an ACPI kernel finds them without firmware.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ if TYPE_CHECKING:
     from ..machine import Machine
 
 
+def has_pci(config: MachineConfig) -> bool:
+    """Whether this machine gets a PCI host bridge: only when something on PCI was asked for."""
+    return bool(config.drives or config.devices or config.iommu or config.nets or config.passthrough)
+
+
 def build(m: Machine, prep: Prepared | None = None) -> dict[str, Any]:
     """Create the devices and place them on the buses; return them by name."""
     stop = MachineStop(m)
@@ -41,7 +48,7 @@ def build(m: Machine, prep: Prepared | None = None) -> dict[str, Any]:
     reset_mapping = m.pio.register(layout.RESET_CONTROL_PORT, 1, reset, "reset-control", sizes=(1,))
 
     devices.update(acpi_pm=pm, gpe0=gpe, reset=reset)
-    if m.config.drives or m.config.devices or m.config.iommu or m.config.nets or m.config.passthrough:
+    if has_pci(m.config):
         # PCI devices on a direct-boot machine: a PCI host bridge, the PIIX3 IDE function and
         # what --device asked for (RAM is plain RAM here: the PAM registers steer nothing)
         from .parts import (
@@ -83,11 +90,20 @@ def prepare(config: MachineConfig) -> Prepared:
                             f"{layout.MAX_VCPUS_DEFAULT} (8-bit xAPIC ids)")
     from .parts import iommu_tables
 
-    tables = build_tables(cpus=config.cpus, extra_tables=iommu_tables(config))
+    memmap = MemoryMap(config.memory)
+    dsdt_extra = b""
+    if has_pci(config):
+        # With ACPI, Linux finds PCI only through a PNP0A03 root bridge in the DSDT (x86's
+        # pci_acpi_init then skips the legacy bus scan): the pc machine's PCI0, its BAR window
+        # where RAM below 4 GiB ends, and the PIIX3 links the kernel programs itself (_SRS),
+        # since no firmware routed them
+        from ..acpi.pc import pc_dsdt_terms
+
+        dsdt_extra = pc_dsdt_terms(pci_hole=(memmap.lowmem_end, layout.PCI_MMIO_END))
+    tables = build_tables(cpus=config.cpus, extra_tables=iommu_tables(config), dsdt_extra=dsdt_extra)
     blob, rsdp = layout_tables(tables, layout.ACPI_TABLES_ADDR)
     if layout.ACPI_TABLES_ADDR + len(blob) > layout.ACPI_TABLES_END:
         raise ResourceError(f"the ACPI tables for {config.cpus} vCPUs do not fit below 1 MiB")
-    memmap = MemoryMap(config.memory)
     if config.kernel is None:
         raise UsageError("no kernel given: use --kernel FILE")
     plan = load_kernel(Path(config.kernel), [Path(p) for p in config.initrds], config.append,
