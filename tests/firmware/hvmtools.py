@@ -43,12 +43,14 @@ SECTOR = 512
 DEFAULT_TIMEOUT = 60.0
 
 
-def make_images(*targets: str) -> None:
-    """Build targets of firmware/images.mk through make; fail the test with make's output (the
-    tools come with the Makefile's set-up, so a missing one is a broken set-up, not a skip)."""
+def make_images(*targets: str, makefile: str = "firmware/images.mk") -> None:
+    """Build targets of one of firmware/'s makefiles (images.mk, which includes debian.mk, or
+    debian.mk alone) through make: the top Makefile where it includes it, else that file on its
+    own. Fails the test with make's output (the tools come with the Makefile's set-up, so a
+    missing one is a broken set-up, not a skip)."""
     top = ROOT / "Makefile"
-    uses_top = top.exists() and "firmware/images.mk" in top.read_text()
-    cmd = ["make", "-C", str(ROOT), *([] if uses_top else ["-f", "firmware/images.mk"]), *targets]
+    uses_top = top.exists() and makefile in top.read_text()
+    cmd = ["make", "-C", str(ROOT), *([] if uses_top else ["-f", makefile]), *targets]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")

@@ -43,6 +43,7 @@ for _p in (ROOT / "tests", ROOT / "tests" / "firmware"):
         sys.path.insert(0, str(_p))
 
 import netpeer  # noqa: E402
+from hvmtools import make_images  # noqa: E402
 
 pytestmark = pytest.mark.hwvirt
 
@@ -63,20 +64,10 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _make(*targets: str) -> None:
-    """Build targets of firmware/debian.mk through make (the top Makefile includes it)."""
-    top = ROOT / "Makefile"
-    uses_top = top.exists() and "firmware/debian.mk" in top.read_text()
-    cmd = ["make", "-C", str(ROOT), *([] if uses_top else ["-f", "firmware/debian.mk"]), *targets]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-
-
 @pytest.fixture(scope="session")
 def ipxe_firmware() -> Path:
     """SeaBIOS, its VGA BIOS, iPXE's e1000 ROM and busybox (for udhcpd) in build/debian."""
-    _make(*FIRMWARE_TARGETS)
+    make_images(*FIRMWARE_TARGETS, makefile="firmware/debian.mk")
     from hvmtools import firmware_missing
 
     reason = firmware_missing()

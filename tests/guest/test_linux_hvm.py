@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,11 @@ DMA_MODE = re.compile(r"^XFER_(UDMA|MW_DMA|SW_DMA)_\d$")
 ACPI_REQUIRED = {"FACP", "APIC", "DSDT"}
 
 
+if str(ROOT / "tests" / "firmware") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests" / "firmware"))
+
 from guestlib import EXTRA_APPEND, GUEST_TIMEOUT, VMM_COMMAND, GuestProcess  # noqa: E402
+from hvmtools import make_images  # noqa: E402
 
 
 class HvmGuest(GuestProcess):
@@ -67,16 +72,6 @@ class HvmGuest(GuestProcess):
     def markers(self, name: str) -> list[str]:
         """The text after every `KVMPY-<name> `, in order."""
         return [m.strip() for m in re.findall(rf"KVMPY-{re.escape(name)} ([^\n]*)", self.output)]
-
-
-def make_images(*targets: str) -> None:
-    """Build targets of firmware/images.mk through make, failing the test with make's output."""
-    top = ROOT / "Makefile"
-    uses_top = top.exists() and "firmware/images.mk" in top.read_text()
-    cmd = ["make", "-C", str(ROOT), *([] if uses_top else ["-f", "firmware/images.mk"]), *targets]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
 
 
 @pytest.fixture(scope="session")

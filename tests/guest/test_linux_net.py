@@ -31,7 +31,6 @@ import random
 import re
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -42,10 +41,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tests"))
+for _p in (ROOT / "tests", ROOT / "tests" / "firmware"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 import netpeer  # noqa: E402
+from hvmtools import make_images  # noqa: E402
 
 pytestmark = pytest.mark.hwvirt
 
@@ -84,21 +85,11 @@ class NetImages:
     sample: bytes  # /data/sample.bin as the guest has it
 
 
-def _make(*targets: str) -> None:
-    """Build targets of firmware/images.mk (which includes debian.mk) through make."""
-    top = ROOT / "Makefile"
-    uses_top = top.exists() and "firmware/images.mk" in top.read_text()
-    cmd = ["make", "-C", str(ROOT), *([] if uses_top else ["-f", "firmware/images.mk"]), *targets]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.fail(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-
-
 @pytest.fixture(scope="session")
 def net_images(guest_images) -> NetImages:
     """The kernel, the initrd with the module overlay, and the sample; `guest_images` skips first
     where Linux cannot run."""
-    _make("build/debian/vmlinuz", "build/images/initrd.gz", "build/debian/busybox")
+    make_images("build/debian/vmlinuz", "build/images/initrd.gz", "build/debian/busybox")
     # Concatenated gzip members, one per archive: the overlay's names are in the second.
     assert E1000_MODULE in gzip.decompress(NET_INITRD.read_bytes()), \
         f"{NET_INITRD} carries no {E1000_MODULE.decode()} (firmware/images/mkmodules.py)"
