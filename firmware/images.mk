@@ -136,50 +136,45 @@ $(IMAGES_DIR)/isolinux.cfg: $(IMAGES_CFG_IN)
 	@mkdir -p $(IMAGES_DIR)
 	sed -e 's|@BANNER@|kvmpy isolinux cd|' -e 's|@DATA@|/dev/sda|g' $< > $@.tmp && mv $@.tmp $@
 
-# mformat: FAT over the whole partition with the MBR's geometry, hidden sectors = the partition's
-# start (the FAT boot sector finds ldlinux.sys relative to it). syslinux then writes its boot
-# sector, ldlinux.sys and ldlinux.c32 through mtools at the same offset.
-$(DISK_IMG): $(DEBIAN_DIR)/vmlinuz $(HVM_INITRD) $(IMAGES_DIR)/syslinux.cfg $(SYSLINUX_MBR) \
-             firmware/mkdisk.py
-	@set -e; $(call images-need-tools,mformat mcopy syslinux); \
+# $(call images-syslinux-disk,SRC=NAME ...): $@.tmp, a DISK_SIZE_MIB disk from firmware/mkdisk.py
+# (syslinux's MBR, one active FAT16 partition) holding each SRC as /NAME, made bootable by
+# syslinux. mformat: FAT over the whole partition with the MBR's geometry, hidden sectors = the
+# partition's start (the FAT boot sector finds ldlinux.sys relative to it). syslinux then writes
+# its boot sector, ldlinux.sys and ldlinux.c32 through mtools at the same offset.
+images-syslinux-disk = $(call images-need-tools,mformat mcopy syslinux); \
 	mkdir -p $(IMAGES_DIR); rm -f $@.tmp; \
 	layout=$$($(PYTHON) firmware/mkdisk.py $@.tmp --size-mib $(DISK_SIZE_MIB) --mbr $(SYSLINUX_MBR)); \
-	offset=$${layout% *}; sectors=$${layout#* }; \
+	offset=$${layout% *}; sectors=$${layout\#* }; \
 	img="$@.tmp@@$$offset"; \
 	export MTOOLS_SKIP_CHECK=1 MTOOLSRC=/dev/null; \
 	echo "images.mk: $@: FAT16 at byte $$offset, $$sectors sectors"; \
 	mformat -i "$$img" -T $$sectors -h 64 -s 32 -H $$((offset / 512)) -N $(IMAGES_FAT_SERIAL) \
 	    -v KVMPY ::; \
-	mcopy -m -i "$$img" $(IMAGES_DIR)/syslinux.cfg ::/syslinux.cfg; \
-	mcopy -m -i "$$img" $(DEBIAN_DIR)/vmlinuz ::/vmlinuz; \
-	mcopy -m -i "$$img" $(HVM_INITRD) ::/initrd.gz; \
-	syslinux --offset $$offset --install $@.tmp; \
+	for f in $(1); do mcopy -m -i "$$img" "$${f%%=*}" "::/$${f\#*=}"; done; \
+	syslinux --offset $$offset --install $@.tmp
+
+$(DISK_IMG): $(DEBIAN_DIR)/vmlinuz $(HVM_INITRD) $(IMAGES_DIR)/syslinux.cfg $(SYSLINUX_MBR) \
+             firmware/mkdisk.py
+	@set -e; $(call images-syslinux-disk,$(IMAGES_DIR)/syslinux.cfg=syslinux.cfg \
+	    $(DEBIAN_DIR)/vmlinuz=vmlinuz $(HVM_INITRD)=initrd.gz); \
 	mv $@.tmp $@
 
 # The guest programs are firmware/Makefile's: ask it every time (it is incremental), then the
 # image is remade when the ELF it made is newer.
 .PHONY: images-firmware-force
 build/firmware/%.elf: images-firmware-force
-	@$(MAKE) --no-print-directory -C firmware $*
+	@$(MAKE) --no-print-directory -s -C firmware list | grep -qx '$*' || { echo "images.mk:" \
+	  "'$*' is not one of our guest programs ('make -C firmware list' names them)" >&2; exit 1; }; \
+	$(MAKE) --no-print-directory -C firmware $*
 
 # The same steps as the disk above, with a guest program and syslinux's multiboot loader in place
 # of Linux.
 $(IMAGES_DIR)/%-hvm.img: build/firmware/%.elf $(SYSLINUX_MBR) $(SYSLINUX_MBOOT) firmware/mkdisk.py
-	@set -e; $(call images-need-tools,mformat mcopy syslinux); \
-	mkdir -p $(IMAGES_DIR); rm -f $@.tmp; \
+	@set -e; mkdir -p $(IMAGES_DIR); \
 	printf 'DEFAULT run\nPROMPT 0\nTIMEOUT 0\nLABEL run\n  KERNEL mboot.c32\n  APPEND /%s.elf %s\n' \
 	    '$*' '$(HVM_PROG_APPEND_$*)' > $@.cfg; \
-	layout=$$($(PYTHON) firmware/mkdisk.py $@.tmp --size-mib $(DISK_SIZE_MIB) --mbr $(SYSLINUX_MBR)); \
-	offset=$${layout% *}; sectors=$${layout#* }; \
-	img="$@.tmp@@$$offset"; \
-	export MTOOLS_SKIP_CHECK=1 MTOOLSRC=/dev/null; \
-	echo "images.mk: $@: FAT16 at byte $$offset, $$sectors sectors, /$*.elf"; \
-	mformat -i "$$img" -T $$sectors -h 64 -s 32 -H $$((offset / 512)) -N $(IMAGES_FAT_SERIAL) \
-	    -v KVMPY ::; \
-	mcopy -m -i "$$img" $@.cfg ::/syslinux.cfg; \
-	mcopy -m -i "$$img" $(SYSLINUX_MBOOT) ::/; \
-	mcopy -m -i "$$img" $< ::/$*.elf; \
-	syslinux --offset $$offset --install $@.tmp; \
+	$(call images-syslinux-disk,$@.cfg=syslinux.cfg $(foreach f,$(SYSLINUX_MBOOT),$(f)=$(notdir $(f))) \
+	    $<=$*.elf); \
 	rm -f $@.cfg; mv $@.tmp $@
 
 $(BOOT_ISO): $(DEBIAN_DIR)/vmlinuz $(HVM_INITRD) $(IMAGES_DIR)/isolinux.cfg $(ISOLINUX_BIN) \
